@@ -1,0 +1,97 @@
+"""Test helpers that are not fixtures: a real Mosquitto on loopback, free ports, waiting."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=10.0, step=0.05, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class Mosquitto:
+    """Mosquitto on 127.0.0.1 with a generated config. Persistent, so a subscriber's queue
+    survives stop()/start(). Runs as root with `user root`: otherwise it drops to the mosquitto
+    user and cannot write its persistence file into our private temp dir."""
+
+    def __init__(self, workdir, port=None, password_file=None):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.password_file = password_file
+        self.proc = None
+        self.log = self.dir / "mosquitto.log"
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def write_conf(self):
+        lines = [
+            "listener %d 127.0.0.1" % self.port,
+            "persistence true",
+            "persistence_location %s/" % self.dir,
+            "autosave_interval 1",
+            "log_dest file %s" % self.log,
+            "log_type all",
+            "max_queued_messages 100000",
+            "max_inflight_messages 20",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        if self.password_file:
+            lines += ["allow_anonymous false", "password_file %s" % self.password_file]
+        else:
+            lines.append("allow_anonymous true")
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self):
+        conf = self.write_conf()
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(self._accepts, 10, what="mosquitto on port %d" % self.port)
+
+    def _accepts(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("mosquitto exited: %s" % (self.log.read_text()[-2000:] if self.log.exists() else ""))
+        try:
+            socket.create_connection((self.host, self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def freeze(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self):
+        self.proc.send_signal(signal.SIGCONT)
