@@ -67,8 +67,55 @@ class Esp32:
         return self.m.Pin(n, self.m.Pin.IN, self.m.Pin.PULL_UP).value() == 0
 
 
+class SimSystem:
+    """What the virtual node's supervisor (citynode sim) does for a board's system functions:
+    exit codes ask it to restart us, CITYNODE_RESET tells us why we were started."""
+
+    def reset_cause(self):
+        import os
+        c = os.getenv("CITYNODE_RESET") or "power"
+        return c if c in RESETS else "unknown"
+
+    def reset(self):
+        sys.exit(77)
+
+    def deepsleep(self, ms):
+        with __import__("builtins").open(".deepsleep_ms", "w") as f:
+            f.write(str(int(ms)))
+        sys.exit(78)
+
+    def wdt(self, timeout_ms):
+        return SimWDT(timeout_ms)
+
+    def safe_pin_low(self, n):
+        import os
+        return os.getenv("CITYNODE_SAFE_PIN") == "low"
+
+
+class SimWDT:
+    """Counts feeds; the unix port has no hardware watchdog to arm."""
+
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
 def open(profile):
     if SIM:
-        import simhw
-        return simhw.SimBoard(profile)
+        try:
+            import simhw
+            base = simhw.SimPeripherals
+        except ImportError:  # a flash without the simulated peripherals: no sensors
+            base = None
+        if base is None:
+            class Sim(SimSystem):
+                def __init__(self, profile):
+                    self.profile = profile
+        else:
+            class Sim(SimSystem, base):
+                pass
+        return Sim(profile)
     return Esp32(profile)

@@ -254,8 +254,8 @@ def masked(cfg):
 
 
 def set_key(cfg, key, value, board):
-    """Return a validated copy of cfg with one allow-listed dotted key changed; ConfigError if the
-    key is not settable or the result is invalid. cfg itself is left as it was."""
+    """(new_cfg, validated) with one allow-listed dotted key changed in a copy of cfg; ConfigError
+    if the key is not settable or the result is invalid. cfg itself is left as it was."""
     if key not in SETTABLE:
         raise ConfigError(key, "not a settable key (settable: %s)" % ", ".join(sorted(SETTABLE)))
     new = _copy(cfg)
@@ -264,7 +264,7 @@ def set_key(cfg, key, value, board):
     for p in parts[:-1]:
         d = d.setdefault(p, {})
     d[parts[-1]] = value
-    return validate(new, board)
+    return new, validate(new, board)
 
 
 def _copy(v):

@@ -1,0 +1,43 @@
+# citynode: `make demo` and `make test` work as the first command on a fresh clone.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+MOSQ    := $(shell command -v mosquitto 2>/dev/null || ls /usr/sbin/mosquitto 2>/dev/null)
+
+.PHONY: all setup test demo bench mosquitto clean
+
+all: test
+
+# The venv is made once; a changed pyproject.toml (new pins) reinstalls, nothing else does.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)
+
+# Tests and CI always use a real Mosquitto. As root we install it; otherwise we say how.
+mosquitto:
+	@if [ -z "$(MOSQ)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing mosquitto (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	  else \
+	    echo "Mosquitto is missing. Run: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) mosquitto
+	$(BIN)/python -m pytest
+
+# Mosquitto when it is there; otherwise the embedded Python broker (amqtt), installed on demand.
+demo: $(STAMP)
+	@if [ -z "$(MOSQ)" ]; then $(BIN)/python -m pip install -q --disable-pip-version-check -e '.[broker]'; fi
+	$(BIN)/python -m citynode.demo
+
+bench: $(STAMP) mosquitto
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info host_tools/*.egg-info .pytest_cache demo-flash bench/out

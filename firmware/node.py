@@ -1,0 +1,398 @@
+"""The node: sample every sensor each interval, keep every reading until the broker has it,
+answer commands. Built by main.py (the composition root) from a validated config.
+
+    n = node.Node(cfg, profile, hw, boot=persist.next_boot(), reset=hw.reset_cause(), outbox=ob)
+    asyncio.run(n.run())
+
+Tasks (started in run(), cancelled by deinit()): the link (link.py), the sampler, the
+publisher (outbox -> broker, oldest first, QoS 1), the commander and the watchdog.
+"""
+import asyncio
+import gc
+import time
+
+import config
+import drivers
+import link
+import persist
+import telemetry
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+FW = "0.3.1"
+_BATCH = const(8)        # records in flight at once while draining the outbox
+_HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
+_CMD_QUEUE = const(4)
+_STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
+_WDT_MS = const(60000)
+_SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
+_KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
+_KIND_E = const(0x65)    # b"e": an event record
+
+
+def alarm_event_name(quantity, high):
+    # water_level_cm -> water_high / water_normal (CONTRACT.md); pm2_5_ugm3 -> pm2_5_high
+    base = quantity.rsplit("_", 1)[0]
+    if base.endswith("_level"):
+        base = base[:-6]
+    return base + ("_high" if high else "_normal")
+
+
+class Node:
+    def __init__(self, cfg, profile, hw, boot, reset, outbox=None, wifi=None, clock=None, log=None,
+                 raw_cfg=None, cfg_path="config.json", broker=None):
+        self.cfg = cfg
+        self.raw_cfg = raw_cfg if raw_cfg is not None else cfg
+        self.cfg_path = cfg_path
+        self.profile = profile
+        self.hw = hw
+        self.boot = boot
+        self.reset = reset
+        self.outbox = outbox
+        self.clock = clock
+        self.log = log or print
+        self.seq = 0
+        self._t0 = time.ticks_ms()
+        self._up_ms = 0
+        self._up_last = self._t0
+        m = cfg["mqtt"]
+        p = "%s/%s/" % (m["prefix"], cfg["node_id"])
+        self.topics = {_KIND_T: p + "telemetry", _KIND_E: p + "event"}
+        self.t_status, self.t_cmd, self.t_reply = p + "status", p + "cmd", p + "reply"
+        host, port = broker if broker else (m["host"], m["port"])
+        self.link = link.Link(host, port, m["tls"], cfg["node_id"], m.get("user"), m.get("password"),
+                              m["keepalive_s"], (self.t_status, telemetry.status(False), 1, True),
+                              (self.t_cmd,), (self.t_status, telemetry.status(True, FW, boot, reset)),
+                              self._on_message, wifi, self.log)
+        self.sensors = [[s, None] for s in cfg["sensors"]]  # [conf, driver or None until made]
+        self.sensors.sort(key=self._order)
+        self.alarm_high = {}
+        self.held = []
+        self.store_error = None
+        self._kick = asyncio.Event()
+        self._cmds = []
+        self._cmd_ev = asyncio.Event()
+        self._cycle_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self.beats = {}
+        self.cycles = 0
+        self.last = None
+        self._tasks = []
+        self.wdt = None
+
+    @staticmethod
+    def _order(entry):
+        t = entry[0]["type"]
+        return 0 if t in ("bme280", "dht22") else 1
+
+    # --- time ---------------------------------------------------------------------------
+    def up_s(self):
+        now = time.ticks_ms()
+        self._up_ms += time.ticks_diff(now, self._up_last)  # accumulate: ticks wrap, uptime must not
+        self._up_last = now
+        return self._up_ms // 1000
+
+    def ts(self):
+        return self.clock() if self.clock else None
+
+    def beat(self, name):
+        self.beats[name] = time.ticks_ms()
+
+    # --- storing --------------------------------------------------------------------------
+    def store(self, kind, payload):
+        """Put a record where it survives until the broker acknowledged it."""
+        ob = self.outbox
+        if ob is not None:
+            try:
+                ob.append(bytes((kind,)) + payload)
+                self.store_error = None
+                d = ob.take_dropped()
+                if d:
+                    self.log("outbox full: dropped %d oldest" % d)
+                    ob.append(bytes((_KIND_E,)) + telemetry.event(self.boot, self.seq, self.ts(), "dropped", {"count": d}))
+                self._kick.set()
+                return
+            except OSError as e:
+                self.store_error = "outbox: errno %s" % (e.args[0] if e.args else "?")
+                self.log("cannot store reading: %s; publishing live" % self.store_error)
+        if len(self.held) >= _HELD_MAX:
+            self.held.pop(0)
+        self.held.append(bytes((kind,)) + payload)
+        self._kick.set()
+
+    def event(self, name, detail):
+        self.store(_KIND_E, telemetry.event(self.boot, self.seq, self.ts(), name, detail))
+
+    # --- sampling -------------------------------------------------------------------------
+    async def _read(self, entry, values, errors, kept):
+        conf = entry[0]
+        name = conf["name"]
+        try:
+            if entry[1] is None:
+                entry[1] = drivers.make(conf, self.hw)
+            n = await asyncio.wait_for_ms(entry[1].read(values), _SENSOR_CAP_MS)
+            if n is not None:
+                kept[name] = n
+        except drivers.SensorError as e:
+            errors[name] = e.code
+        except asyncio.TimeoutError:
+            errors[name] = "timeout"
+        except OSError as e:
+            errors[name] = "not_found" if e.args and e.args[0] in (19, 110, 116) else "io_error"
+        except Exception as e:  # a driver bug must never stop the node: report it and go on
+            errors[name] = "error"
+            self.log("sensor %s: %r" % (name, e))
+
+    async def cycle(self):
+        """One reading cycle: sample, store as telemetry (seq+1), check alarms. Returns the dict
+        that went out."""
+        async with self._cycle_lock:
+            ts = self.ts()
+            values, errors, kept = {}, {}, {}
+            for entry in self.sensors:
+                await self._read(entry, values, errors, kept)
+                self.beat("sampler")
+            if self.store_error:
+                errors["outbox"] = self.store_error
+            seq = self.seq
+            self.seq += 1
+            self.store(_KIND_T, telemetry.reading(self.boot, seq, ts, self.up_s(), values, errors, kept))
+            self._alarms(values)
+            self.cycles += 1
+            self.last = {"seq": seq, "ts": ts, "values": values, "errors": errors}
+            gc.collect()  # between cycles, so the heap does not fragment on the next one
+            return self.last
+
+    def _alarms(self, values):
+        for q, a in self.cfg["alarms"].items():
+            v = values.get(q)
+            if v is None:
+                continue
+            high = self.alarm_high.get(q, False)
+            if not high and v >= a["high"] or high and v <= a["clear"]:
+                self.alarm_high[q] = not high
+                self.event(alarm_event_name(q, not high),
+                           {"quantity": q, "value": v, "high": a["high"], "clear": a["clear"]})
+
+    def interval_ms(self):
+        key = "alarm_interval_s" if any(self.alarm_high.values()) else "interval_s"
+        return int(self.cfg[key] * 1000)
+
+    async def _wait(self, ms):
+        """Sleep up to ms, waking early for a config change; keeps the watchdog beat alive."""
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0 or self._wake.is_set():
+                self._wake.clear()
+                return
+            self.beat("sampler")
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), min(left, 1000))
+            except asyncio.TimeoutError:
+                pass
+
+    async def sampler(self):
+        while True:
+            t0 = time.ticks_ms()
+            await self.cycle()
+            iv = self.interval_ms()
+            if iv <= 0:
+                await asyncio.sleep_ms(0)
+                continue
+            warm = 0
+            for conf, s in self.sensors:
+                if s is not None and getattr(s, "warmup_ms", 0) > warm:
+                    warm = s.warmup_ms
+            # Sleep PM sensors between cycles when there is time: the laser lasts ~8,000 h.
+            if warm and iv > warm + 5000:
+                await self._each("sleep")
+                await self._wait(iv - warm - time.ticks_diff(time.ticks_ms(), t0))
+                await self._each("wake")
+            await self._wait(iv - time.ticks_diff(time.ticks_ms(), t0))
+
+    async def _each(self, method):
+        for conf, s in self.sensors:
+            f = getattr(s, method, None) if s is not None else None
+            if f:
+                try:
+                    await f()
+                except Exception as e:
+                    self.log("sensor %s %s: %r" % (conf["name"], method, e))
+
+    # --- publishing ------------------------------------------------------------------------
+    async def publisher(self):
+        while True:
+            self.beat("publisher")
+            if not self.link.up.is_set():
+                try:
+                    await asyncio.wait_for_ms(self.link.up.wait(), 1000)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            c = self.link.client
+            try:
+                if await self._drain_once(c):
+                    continue
+            except Exception as e:
+                # The link layer sees the dead link and reconnects; the records stay stored.
+                self.log("publish: %s" % (e,))
+                await asyncio.sleep_ms(200)
+                continue
+            try:
+                await asyncio.wait_for_ms(self._kick.wait(), 1000)
+            except asyncio.TimeoutError:
+                pass
+            self._kick.clear()
+
+    async def _drain_once(self, c):
+        """Publish the oldest stored records; True if there was something to send."""
+        ob = self.outbox
+        recs = ob.peek(_BATCH) if ob is not None else []
+        if recs:
+            await asyncio.gather(*[c.publish(self.topics[r[0]], memoryview(r)[1:], 1) for r in recs])
+            ob.ack(len(recs))  # only now: a record leaves the outbox when its PUBACK has come
+            return True
+        if self.held:
+            r = self.held[0]
+            await c.publish(self.topics[r[0]], memoryview(r)[1:], 1)
+            self.held.pop(0)
+            return True
+        return False
+
+    # --- commands ---------------------------------------------------------------------------
+    def _on_message(self, topic, payload, size):
+        if len(self._cmds) >= _CMD_QUEUE:
+            self.log("cmd: queue full, dropped one")
+            return
+        self._cmds.append((bytes(payload), size))
+        self._cmd_ev.set()
+
+    async def commander(self):
+        while True:
+            self.beat("commander")
+            if not self._cmds:
+                try:
+                    await asyncio.wait_for_ms(self._cmd_ev.wait(), 1000)
+                except asyncio.TimeoutError:
+                    pass
+                self._cmd_ev.clear()
+                continue
+            payload, size = self._cmds.pop(0)
+            cid, ok, res, err, after = None, False, None, None, None
+            try:
+                cid, cmd, args = telemetry.parse_cmd(payload, size)
+                res, after = await self.command(cmd, args)
+                ok = True
+            except telemetry.CommandError as e:
+                cid, err = e.id, str(e)
+            except config.ConfigError as e:
+                err = str(e)
+            except Exception as e:
+                err = "failed: %s" % e
+            await self.reply(telemetry.reply(cid, ok, res, err))
+            if after:
+                await after()
+
+    async def reply(self, payload):
+        c = self.link.client
+        if c is None:
+            return
+        try:
+            await c.publish(self.t_reply, payload, 1)
+        except Exception as e:
+            self.log("reply: %s" % e)
+
+    async def command(self, cmd, args):
+        """Run one command; (result, coroutine function to run after the reply) or raises."""
+        if cmd == "ping":
+            return {"up": self.up_s(), "fw": FW, "boot": self.boot, "seq": self.seq,
+                    "mem_free": gc.mem_free(), "held": self.pending()}, None
+        if cmd == "sample":
+            r = await self.cycle()
+            return {"seq": r["seq"], "values": r["values"], "errors": r["errors"]}, None
+        if cmd == "get_config":
+            return config.masked(self.cfg), None
+        if cmd == "set":
+            key, value = args.get("key"), args.get("value")
+            if not isinstance(key, str) or "value" not in args:
+                raise telemetry.CommandError("set needs args {\"key\": ..., \"value\": ...}")
+            raw, new_cfg = config.set_key(self.raw_cfg, key, value, self.profile)
+            persist.write_json(self.cfg_path, raw)
+            self.raw_cfg, self.cfg = raw, new_cfg
+            self._wake.set()
+            return {"key": key, "value": value}, None
+        if cmd == "reboot":
+            return {"rebooting": True}, self._reboot
+        raise telemetry.CommandError("unknown command")
+
+    async def _reboot(self):
+        self.log("reboot requested")
+        await self.link.stop((self.t_status, telemetry.status(False)))
+        self.hw.reset()
+
+    def pending(self):
+        return (len(self.outbox) if self.outbox is not None else 0) + len(self.held)
+
+    # --- watchdog ---------------------------------------------------------------------------
+    def alive(self):
+        now = time.ticks_ms()
+        for name in ("sampler", "publisher", "commander"):
+            t = self.beats.get(name)
+            if t is None or time.ticks_diff(now, t) > _STALE_MS:
+                return False
+        return True
+
+    async def watchdog(self, wdt):
+        # Fed only while every task shows signs of life: a stuck task means a reset.
+        while True:
+            if self.alive():
+                wdt.feed()
+            await asyncio.sleep_ms(1000)
+
+    # --- running ------------------------------------------------------------------------------
+    def report_crash(self, path="crash.json"):
+        rec = persist.read_json(path)
+        if rec is not None:
+            self.event("crash", rec)
+            persist.remove(path)
+
+    async def run(self, wdt=None, extra=()):
+        self.report_crash()
+        now = time.ticks_ms()
+        for name in ("sampler", "publisher", "commander"):
+            self.beats[name] = now
+        coros = [self.link.run(), self.sampler(), self.publisher(), self.commander()]
+        if wdt is not None:
+            coros.append(self.watchdog(wdt))
+        coros.extend(extra)
+        self._tasks = [asyncio.create_task(c) for c in coros]
+        # The first task to fail ends the node (main.py records the crash and resets).
+        await asyncio.gather(*self._tasks)
+
+    async def run_once(self, budget_ms=20000):
+        """Deep-sleep mode: one cycle, then deliver what is stored within the budget."""
+        self.report_crash()
+        lt = asyncio.create_task(self.link.run())
+        await self.cycle()
+        end = time.ticks_add(time.ticks_ms(), budget_ms)
+        while self.pending() and time.ticks_diff(end, time.ticks_ms()) > 0:
+            if self.link.up.is_set():
+                try:
+                    if not await self._drain_once(self.link.client):
+                        break
+                except Exception:
+                    await asyncio.sleep_ms(200)
+            else:
+                await asyncio.sleep_ms(100)
+        await self.link.stop()
+        lt.cancel()
+
+    def deinit(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
