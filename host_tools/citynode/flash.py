@@ -1,0 +1,169 @@
+"""Write a MicroPython image to an ESP32 with esptool's v5 library API, then wait for the banner.
+
+    from citynode import flash
+    r = flash.flash("/dev/ttyUSB0", "ESP32_GENERIC-v1.29.0.bin", erase=True)
+    print(r["chip"], hex(r["offset"]), r["version"])     # ESP32 0x1000 v1.29.0
+
+The image is checked against the chip that answered before anything is written: an S3 image
+on a classic ESP32 boots nowhere, and the bootloader offset differs between chip families.
+"""
+import contextlib
+import re
+import struct
+import sys
+import time
+from pathlib import Path
+
+from .errors import CheckFailed, Unreachable
+
+ESP_IMAGE_MAGIC = 0xE9
+# Common header (8 bytes) + extended header (16 bytes): "<BBBBHBHH4BB" after byte 8 in
+# esptool's bin_image.ESP32FirmwareImage, so the chip id is the little-endian u16 at 12..13.
+HEADER_LEN = 24
+
+# chip name as esptool reports it -> (image chip id, where the merged MicroPython image goes).
+# The ids and offsets are esptool's IMAGE_CHIP_ID and BOOTLOADER_FLASH_OFFSET; a test keeps
+# this table in step with the installed esptool.
+CHIPS = {
+    "ESP32": (0, 0x1000),
+    "ESP32-S2": (2, 0x1000),
+    "ESP32-C3": (5, 0x0),
+    "ESP32-S3": (9, 0x0),
+    "ESP32-C6": (13, 0x0),
+}
+_NAME_BY_ID = {cid: name for name, (cid, _) in CHIPS.items()}
+
+BANNER_RE = re.compile(rb"MicroPython ([^\s;,]+) on ([0-9-]+); ([^\r\n]+)")
+
+HINT = "hold BOOT while you press EN (or plug in), and check that the cable carries data"
+
+
+def image_chip_id(data, name="image"):
+    """The chip id in an ESP image header; CheckFailed if `data` is not an ESP image."""
+    if len(data) < HEADER_LEN:
+        raise CheckFailed("%s: %d bytes is too short for an ESP image" % (name, len(data)))
+    if data[0] != ESP_IMAGE_MAGIC:
+        raise CheckFailed("%s: not an ESP firmware image (first byte 0x%02X, expected 0x%02X)"
+                          % (name, data[0], ESP_IMAGE_MAGIC))
+    return struct.unpack_from("<H", data, 12)[0]
+
+
+def chip_label(chip_id):
+    return _NAME_BY_ID.get(chip_id, "chip id %d" % chip_id)
+
+
+def offset_for(data, chip, name="image"):
+    """Where `data` goes on `chip` (esptool's CHIP_NAME); CheckFailed if it is for another chip."""
+    if chip not in CHIPS:
+        raise CheckFailed("%s is not supported (supported: %s)" % (chip, ", ".join(CHIPS)))
+    want, offset = CHIPS[chip]
+    got = image_chip_id(data, name)
+    if got != want:
+        raise CheckFailed("%s is an %s image, but the board is an %s: nothing was written"
+                          % (name, chip_label(got), chip))
+    return offset
+
+
+def read_image(path):
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise CheckFailed("cannot read %s: %s" % (path, e.strerror or e))
+
+
+def flash(port, firmware, erase=False, baud=460800, banner_timeout=20.0, esptool_out=None):
+    """Detect the chip on `port`, check `firmware` is for it, optionally erase, write it
+    compressed at the chip's offset, verify its MD5, hard-reset and wait for the banner.
+    esptool's own progress goes to `esptool_out` (stderr by default) so that stdout stays
+    ours. Returns {"chip", "offset", "bytes", "erased", "version", "machine"}."""
+    from esptool import cmds
+    from esptool.util import FatalError
+    from serial import SerialException
+
+    data = read_image(firmware)
+    name = Path(firmware).name
+    image_chip_id(data, name)  # not an image at all: say so before touching the port
+    out = esptool_out or sys.stderr
+    with contextlib.redirect_stdout(out):
+        try:
+            esp = cmds.detect_chip(port, connect_attempts=3)
+        except (FatalError, SerialException, OSError) as e:
+            raise Unreachable("no ESP32 bootloader answered on %s (%s): %s"
+                              % (port, _first_line(e), HINT))
+        try:
+            chip = esp.CHIP_NAME
+            offset = offset_for(data, chip, name)
+            esp = cmds.run_stub(esp)
+            if baud and baud > esp.ESP_ROM_BAUD:
+                esp.change_baud(baud)
+            cmds.attach_flash(esp)
+            if erase:
+                cmds.erase_flash(esp)
+            # write_flash checks the MD5 itself when it can; verify_flash makes that explicit
+            # and fails loudly where write_flash would silently skip it.
+            cmds.write_flash(esp, [(offset, data)], compress=True)
+            cmds.verify_flash(esp, [(offset, data)])
+            cmds.reset_chip(esp, "hard-reset")
+        except (FatalError, SerialException) as e:
+            raise Unreachable("flashing %s on %s failed: %s" % (name, port, _first_line(e)))
+        finally:
+            _close(esp)
+    banner = wait_banner(port, timeout=banner_timeout)
+    return {"port": port, "chip": chip, "offset": offset, "bytes": len(data), "erased": bool(erase),
+            "version": banner["version"], "machine": banner["machine"]}
+
+
+def wait_banner(port, timeout=20.0, baud=115200, quiet_s=2.0, opener=None):
+    """Wait for "MicroPython vX.Y.Z on DATE; MACHINE" on the serial port after a reset.
+
+    A node that already runs our firmware never reaches the REPL by itself (main.py loops), so
+    after `quiet_s` without a banner we interrupt it (Ctrl-C) and ask the friendly REPL for its
+    banner (Ctrl-B); if we interrupted, Ctrl-D soft-resets so main.py runs again."""
+    import serial
+
+    opener = opener or (lambda: serial.Serial(port, baud, timeout=0.1))
+    end = time.monotonic() + timeout
+    ser = None
+    while ser is None:
+        try:
+            ser = opener()
+        except (serial.SerialException, OSError) as e:
+            # Native-USB chips (S3, C3, C6) drop off the bus while they reset.
+            if time.monotonic() > end:
+                raise Unreachable("%s did not come back after the reset: %s" % (port, _first_line(e)))
+            time.sleep(0.2)
+    buf = b""
+    poked = False
+    quiet_end = time.monotonic() + quiet_s
+    try:
+        while time.monotonic() < end:
+            chunk = ser.read(256)
+            if chunk:
+                buf = (buf + chunk)[-4096:]
+                m = BANNER_RE.search(buf)
+                if m:
+                    if poked:
+                        ser.write(b"\x04")
+                    return {"version": m.group(1).decode(), "date": m.group(2).decode(),
+                            "machine": m.group(3).decode(errors="replace").strip()}
+            elif time.monotonic() > quiet_end:
+                ser.write(b"\r\x03\x03\x02")
+                poked = True
+                quiet_end = time.monotonic() + quiet_s
+    finally:
+        ser.close()
+    raise Unreachable("no MicroPython banner on %s within %.0f s: the image was written but does not"
+                      " boot (wrong image for this board?)" % (port, timeout))
+
+
+def _first_line(e):
+    s = str(e).strip() or e.__class__.__name__
+    return s.splitlines()[0]
+
+
+def _close(esp):
+    try:
+        esp._port.close()
+    except Exception:  # the port may already be gone after a USB re-enumeration
+        pass
