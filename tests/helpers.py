@@ -95,3 +95,56 @@ class Mosquitto:
 
     def thaw(self):
         self.proc.send_signal(signal.SIGCONT)
+
+
+class Sub:
+    """A paho-mqtt 2.x subscriber on the test broker that keeps every message it gets.
+
+        with Sub(broker, "city/#") as s:
+            s.wait(lambda m: m.topic.endswith("/status"))
+    """
+
+    def __init__(self, broker, *topics, client_id=None, clean=True, qos=1):
+        import threading
+        import paho.mqtt.client as mqtt
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
+                             clean_session=clean)
+        self.c.on_message = self._on
+        self.subscribed = threading.Event()
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+        self.c.connect(broker.host, broker.port, 30)
+        self.c.loop_start()
+        for t in topics:
+            self.c.subscribe(t, qos)
+        if topics:
+            self.subscribed.wait(5)
+
+    def _on(self, client, userdata, msg):
+        with self.lock:
+            self.msgs.append(msg)
+
+    def all(self, pred=lambda m: True):
+        with self.lock:
+            return [m for m in self.msgs if pred(m)]
+
+    def json(self, suffix):
+        import json
+        return [json.loads(m.payload) for m in self.all(lambda m: m.topic.endswith(suffix))]
+
+    def wait(self, pred, timeout=10.0, what="a message"):
+        return wait_for(lambda: self.all(pred), timeout, what=what)
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        self.c.publish(topic, payload, qos, retain).wait_for_publish(5)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()

@@ -61,3 +61,7 @@ def _register():
 _register()
 
 __all__ = ["main", "Ctx", "CitynodeError", "common"]
+
+
+if __name__ == "__main__":
+    main()
