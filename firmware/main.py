@@ -105,7 +105,7 @@ def main():
             persist.write_json("rtc.json", {"boot": boot, "seq": n.seq})
             hw.deepsleep(int(cfg["interval_s"] * 1000))
         else:
-            asyncio.run(n.run(None if board.SIM else hw.wdt(node._WDT_MS), extra))
+            asyncio.run(n.run(None if board.SIM else hw.wdt(node.WDT_MS), extra))
     except Exception as e:
         # An uncaught error in any task: keep a crash record for the next boot, then reset.
         import io

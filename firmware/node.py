@@ -25,10 +25,10 @@ except ImportError:
 
 FW = "0.3.1"
 _BATCH = const(8)        # records in flight at once while draining the outbox
-_HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
+HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
 _CMD_QUEUE = const(4)
-_STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
-_WDT_MS = const(60000)
+STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
+WDT_MS = const(60000)
 _SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
@@ -113,19 +113,22 @@ class Node:
                 d = ob.take_dropped()
                 if d:
                     self.log("outbox full: dropped %d oldest" % d)
-                    ob.append(bytes((_KIND_E,)) + telemetry.event(self.boot, self.seq, self.ts(), "dropped", {"count": d}))
+                    ob.append(bytes((_KIND_E,)) + telemetry.event(self.boot, max(self.seq - 1, 0), self.ts(), "dropped", {"count": d}))
                 self._kick.set()
                 return
             except OSError as e:
                 self.store_error = "outbox: errno %s" % (e.args[0] if e.args else "?")
                 self.log("cannot store reading: %s; publishing live" % self.store_error)
-        if len(self.held) >= _HELD_MAX:
+        if len(self.held) >= HELD_MAX:
             self.held.pop(0)
         self.held.append(bytes((kind,)) + payload)
         self._kick.set()
 
-    def event(self, name, detail):
-        self.store(_KIND_E, telemetry.event(self.boot, self.seq, self.ts(), name, detail))
+    def event(self, name, detail, seq=None):
+        # An event carries the seq of the reading that raised it (the latest one otherwise).
+        if seq is None:
+            seq = self.seq - 1 if self.seq else 0
+        self.store(_KIND_E, telemetry.event(self.boot, seq, self.ts(), name, detail))
 
     # --- sampling -------------------------------------------------------------------------
     async def _read(self, entry, values, errors, kept):
@@ -161,13 +164,13 @@ class Node:
             seq = self.seq
             self.seq += 1
             self.store(_KIND_T, telemetry.reading(self.boot, seq, ts, self.up_s(), values, errors, kept))
-            self._alarms(values)
+            self._alarms(values, seq)
             self.cycles += 1
             self.last = {"seq": seq, "ts": ts, "values": values, "errors": errors}
             gc.collect()  # between cycles, so the heap does not fragment on the next one
             return self.last
 
-    def _alarms(self, values):
+    def _alarms(self, values, seq):
         for q, a in self.cfg["alarms"].items():
             v = values.get(q)
             if v is None:
@@ -176,7 +179,7 @@ class Node:
             if not high and v >= a["high"] or high and v <= a["clear"]:
                 self.alarm_high[q] = not high
                 self.event(alarm_event_name(q, not high),
-                           {"quantity": q, "value": v, "high": a["high"], "clear": a["clear"]})
+                           {"quantity": q, "value": v, "high": a["high"], "clear": a["clear"]}, seq)
 
     def interval_ms(self):
         key = "alarm_interval_s" if any(self.alarm_high.values()) else "interval_s"
@@ -343,7 +346,7 @@ class Node:
         now = time.ticks_ms()
         for name in ("sampler", "publisher", "commander"):
             t = self.beats.get(name)
-            if t is None or time.ticks_diff(now, t) > _STALE_MS:
+            if t is None or time.ticks_diff(now, t) > STALE_MS:
                 return False
         return True
 

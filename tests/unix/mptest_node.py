@@ -1,0 +1,227 @@
+# Node logic on the unix port, without a broker: cycles, alarms, storing, commands, watchdog.
+import asyncio
+import json
+import os
+import time
+
+import config
+import drivers
+import node
+import telemetry
+
+_TMP = "/tmp/citynode-mptest-node"
+
+
+def _profile():
+    with open("../../boards/sim.json") as f:
+        return json.load(f)
+
+
+def _fresh():
+    os.system("rm -rf %s && mkdir -p %s" % (_TMP, _TMP))
+
+
+def _cfg(sensors=(), alarms=None, interval=1):
+    return {"node_id": "t-1", "board": "sim", "mqtt": {"host": "127.0.0.1", "port": 1},
+            "interval_s": interval, "sensors": list(sensors), "alarms": alarms or {}}
+
+
+class FakeOutbox:
+    def __init__(self, fail=False):
+        self.recs, self.fail, self.dropped = [], fail, 0
+
+    def append(self, rec):
+        if self.fail:
+            raise OSError(28)
+        self.recs.append(bytes(rec))
+
+    def take_dropped(self):
+        d, self.dropped = self.dropped, 0
+        return d
+
+    def peek(self, n):
+        return self.recs[:n]
+
+    def ack(self, n):
+        del self.recs[:n]
+
+    def __len__(self):
+        return len(self.recs)
+
+
+class Fake:
+    """A driver stand-in: yields its values in turn, or raises what it is given."""
+    ORDER = 1
+
+    def __init__(self, seq):
+        self.seq = list(seq)
+
+    async def read(self, values):
+        v = self.seq.pop(0) if len(self.seq) > 1 else self.seq[0]
+        if isinstance(v, Exception):
+            raise v
+        values.update(v)
+
+
+def _node(cfg, ob=None, fakes=()):
+    raw = cfg
+    v = config.validate(raw, _profile())
+    n = node.Node(v, _profile(), None, 3, "power", ob if ob is not None else FakeOutbox(), clock=lambda: 1764390000,
+                  log=lambda m: None, raw_cfg=raw, cfg_path=_TMP + "/config.json")
+    for i in range(len(fakes)):
+        n.sensors[i][1] = fakes[i]
+    return n
+
+
+def _sensor(name):
+    return {"name": name, "type": "dht22"}
+
+
+async def test_cycle_stores_telemetry_with_seq_and_errors():
+    ob = FakeOutbox()
+    n = _node(_cfg([_sensor("a"), _sensor("b"), _sensor("c"), _sensor("d")][:0]), ob)
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"air_temp_c": 27.1}])],
+                 [{"name": "b", "type": "x"}, Fake([drivers.SensorError("timeout")])],
+                 [{"name": "c", "type": "x"}, Fake([ZeroDivisionError("bug")])],
+                 [{"name": "d", "type": "x"}, Fake([OSError(19)])]]
+    for i in range(3):
+        await n.cycle()
+    assert len(ob.recs) == 3
+    for i in range(3):
+        r = ob.recs[i]
+        assert r[0] == ord("t")
+        d = json.loads(r[1:])
+        assert d["seq"] == i and d["boot"] == 3 and d["ts"] == 1764390000
+        assert d["values"] == {"air_temp_c": 27.1}
+        assert d["errors"] == {"b": "timeout", "c": "error", "d": "not_found"}
+
+
+async def test_alarm_hysteresis_events_and_fast_interval():
+    ob = FakeOutbox()
+    levels = [100.0, 151.0, 155.0, 145.0, 139.0, 120.0, 150.0]
+    n = _node(_cfg(alarms={"water_level_cm": {"high": 150.0, "clear": 140.0}}, interval=60), ob)
+    n.sensors = [[{"name": "water", "type": "x"}, Fake([{"water_level_cm": v} for v in levels])]]
+    n.cfg["alarm_interval_s"] = 5
+    intervals = []
+    for _ in levels:
+        await n.cycle()
+        intervals.append(n.interval_ms())
+    events = [json.loads(r[1:]) for r in ob.recs if r[0] == ord("e")]
+    got = [(e["event"], e["seq"]) for e in events]
+    assert got == [("water_high", 1), ("water_normal", 4), ("water_high", 6)], got
+    assert events[0]["detail"]["value"] == 151.0
+    assert intervals == [60000, 5000, 5000, 5000, 60000, 60000, 5000]
+    tel = [json.loads(r[1:])["seq"] for r in ob.recs if r[0] == ord("t")]
+    assert tel == list(range(len(levels)))  # events never take a telemetry seq
+
+
+async def test_full_flash_keeps_publishing_live_and_reports():
+    ob = FakeOutbox(fail=True)
+    n = _node(_cfg(), ob)
+    await n.cycle()
+    await n.cycle()
+    assert len(n.held) == 2 and n.store_error == "outbox: errno 28"
+    d = json.loads(n.held[1][1:])
+    assert d["errors"] == {"outbox": "outbox: errno 28"}
+    for _ in range(40):
+        await n.cycle()
+    assert len(n.held) == node.HELD_MAX  # bounded in RAM: the oldest go first
+    assert json.loads(n.held[-1][1:])["seq"] == 41
+
+
+async def test_dropped_event_when_outbox_full():
+    ob = FakeOutbox()
+    n = _node(_cfg(), ob)
+    ob.dropped = 7
+    await n.cycle()
+    e = json.loads(ob.recs[-1][1:])
+    assert e["event"] == "dropped" and e["detail"] == {"count": 7}
+    assert ob.dropped == 0
+
+
+async def test_commands():
+    _fresh()
+    n = _node(_cfg(), FakeOutbox())
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"rh_pct": 80.0}])]]
+    r, after = await n.command("ping", {})
+    assert r["fw"] == node.FW and r["boot"] == 3 and after is None
+    r, _ = await n.command("sample", {})
+    assert r["values"] == {"rh_pct": 80.0} and r["seq"] == 0
+    r, _ = await n.command("get_config", {})
+    assert r["node_id"] == "t-1"
+    r, _ = await n.command("set", {"key": "interval_s", "value": 30})
+    assert n.cfg["interval_s"] == 30
+    with open(_TMP + "/config.json") as f:
+        assert json.load(f)["interval_s"] == 30
+    for args in ({"key": "node_id", "value": "x"}, {"key": "interval_s", "value": "fast"}, {"key": "interval_s"}):
+        try:
+            await n.command("set", args)
+        except (config.ConfigError, telemetry.CommandError):
+            pass
+        else:
+            raise AssertionError("set accepted %r" % args)
+    assert n.cfg["interval_s"] == 30 and n.cfg["node_id"] == "t-1"
+    with open(_TMP + "/config.json") as f:
+        assert json.load(f)["interval_s"] == 30
+
+
+async def test_get_config_masks_secrets():
+    c = _cfg()
+    c["mqtt"]["password"] = "s3cret"
+    n = _node(c)
+    r, _ = await n.command("get_config", {})
+    assert r["mqtt"]["password"] == "***"
+    assert "s3cret" not in json.dumps(r)
+
+
+class FakeWDT:
+    def __init__(self):
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+async def test_watchdog_fed_only_while_every_task_is_alive():
+    n = _node(_cfg())
+    now = time.ticks_ms()
+    for k in ("sampler", "publisher", "commander"):
+        n.beats[k] = now
+    assert n.alive()
+    w = FakeWDT()
+    t = asyncio.create_task(n.watchdog(w))
+    await asyncio.sleep_ms(50)
+    assert w.feeds == 1
+    n.beats["publisher"] = time.ticks_add(now, -node.STALE_MS - 1)  # the publisher got stuck
+    assert not n.alive()
+    await asyncio.sleep_ms(1100)
+    assert w.feeds == 1
+    t.cancel()
+
+
+async def test_crash_record_becomes_an_event():
+    _fresh()
+    ob = FakeOutbox()
+    n = _node(_cfg(), ob)
+    with open(_TMP + "/crash.json", "w") as f:
+        f.write('{"boot": 2, "error": "ZeroDivisionError()"}')
+    n.report_crash(_TMP + "/crash.json")
+    e = json.loads(ob.recs[0][1:])
+    assert e["event"] == "crash" and e["detail"]["error"] == "ZeroDivisionError()"
+    assert not _exists(_TMP + "/crash.json")
+
+
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+def test_uptime_survives_tick_wrap():
+    n = _node(_cfg())
+    n._up_ms = 0
+    n._up_last = time.ticks_add(time.ticks_ms(), -5000)
+    assert n.up_s() == 5
+    assert n.up_s() == 5
