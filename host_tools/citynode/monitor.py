@@ -78,6 +78,8 @@ class BootLedger:
         self.floor = floor
         self.seen = SeqSet()
         self.top = None
+        self.holes = 0  # seqs in [floor, top] not seen yet; kept up to date by add()
+        self.received = 0
         self.dups = 0
         self.late = 0   # arrived after a later reading and filled a hole
         self.early = 0  # arrived after a later reading, from before we joined
@@ -88,30 +90,24 @@ class BootLedger:
             self.dups += 1
             return "dup"
         self.seen.add(seq)
+        self.received += 1
         if self.top is None:
             if self.floor is None or self.floor > seq:
                 self.floor = seq
             self.top = seq
-            return "gap" if seq > self.floor else "new"
+            self.holes = seq - self.floor
+            return "gap" if self.holes else "new"
         if seq > self.top:
+            self.holes += seq - self.top - 1
             verdict = "new" if seq == self.top + 1 else "gap"
             self.top = seq
             return verdict
         if seq < self.floor:
             self.early += 1
             return "early"
+        self.holes -= 1
         self.late += 1
         return "late"
-
-    @property
-    def holes(self):
-        if self.top is None:
-            return 0
-        return (self.top - self.floor + 1) - self.seen.count_between(self.floor, self.top)
-
-    @property
-    def received(self):
-        return self.seen.count_between(0, self.top) if self.top is not None else 0
 
     def missing(self, limit=20):
         """The first `limit` missing seqs, for a report."""
