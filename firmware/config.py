@@ -45,7 +45,7 @@ _SITE = (("name", "str", "", 0, 64), ("lat", "num", None, -90, 90), ("lon", "num
 _WIFI = (("ssid", "str", REQ, 1, 32), ("password", "str", "", 0, 63))
 _MQTT = (("host", "host", REQ, 1, 253), ("port", "int", 1883, 1, 65535), ("tls", "bool", False, 0, 0),
          ("user", "str", None, 0, 64), ("password", "str", None, 0, 128), ("prefix", "prefix", "city", 1, 64),
-         ("keepalive_s", "int", 60, 10, 3600))
+         ("keepalive_s", "int", 60, 10, 3600), ("backoff_max_s", "int", 300, 2, 3600))
 _POWER = (("deep_sleep", "bool", False, 0, 0),)
 _TOP = (("node_id", "id", REQ, 1, 32), ("board", "str", REQ, 1, 32), ("site", _SITE, {}, 0, 0),
         ("wifi", _WIFI, None, 0, 0), ("mqtt", _MQTT, REQ, 0, 0), ("interval_s", "num", 60, 0, 86400),

@@ -26,11 +26,11 @@ BACKOFF_MAX_MS = const(300000)
 REFUSED_MIN_MS = const(15000)
 
 
-def backoff_ms(attempt, refused=False):
+def backoff_ms(attempt, refused=False, cap_ms=BACKOFF_MAX_MS):
     """Full jitter: uniform in [floor, min(cap, base * 2**attempt)]."""
-    hi = BACKOFF_MIN_MS << min(attempt, 9)
-    if hi > BACKOFF_MAX_MS:
-        hi = BACKOFF_MAX_MS
+    hi = BACKOFF_MIN_MS << min(attempt, 12)
+    if hi > cap_ms:
+        hi = cap_ms
     lo = REFUSED_MIN_MS if refused else 0
     if hi < lo:
         hi = lo
@@ -48,7 +48,8 @@ async def open_stream(host, port, tls):
 
 class Link:
     def __init__(self, host, port, tls, client_id, user=None, password=None, keepalive=60, will=None,
-                 subs=(), birth=None, on_message=None, wifi=None, log=print, opener=open_stream):
+                 subs=(), birth=None, on_message=None, wifi=None, log=print, opener=open_stream,
+                 backoff_max_ms=BACKOFF_MAX_MS):
         self.host, self.port, self.tls = host, port, tls
         self.client_id = client_id
         self.user, self.password, self.keepalive = user, password, keepalive
@@ -57,6 +58,7 @@ class Link:
         self.wifi = wifi
         self.log = log
         self.opener = opener
+        self.backoff_max_ms = backoff_max_ms
         self.client = None
         self.up = asyncio.Event()
         self.attempts = 0      # connection attempts since start (for tests and `ping`)
@@ -93,7 +95,7 @@ class Link:
                 refused = msg.startswith("refused")
                 self.last_error = msg
                 fails += 1
-                d = backoff_ms(fails - 1, refused)
+                d = backoff_ms(fails - 1, refused, self.backoff_max_ms)
                 self.log("link: %s:%d %s; retry in %d ms" % (self.host, self.port, msg, d))
                 await asyncio.sleep_ms(d)
                 continue

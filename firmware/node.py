@@ -67,7 +67,7 @@ class Node:
         self.link = link.Link(host, port, m["tls"], cfg["node_id"], m.get("user"), m.get("password"),
                               m["keepalive_s"], (self.t_status, telemetry.status(False), 1, True),
                               (self.t_cmd,), (self.t_status, telemetry.status(True, FW, boot, reset)),
-                              self._on_message, wifi, self.log)
+                              self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000)
         self.sensors = [[s, None] for s in cfg["sensors"]]  # [conf, driver or None until made]
         self.sensors.sort(key=self._order)
         self.alarm_high = {}

@@ -225,3 +225,18 @@ def test_uptime_survives_tick_wrap():
     n._up_last = time.ticks_add(time.ticks_ms(), -5000)
     assert n.up_s() == 5
     assert n.up_s() == 5
+
+
+def test_backoff_full_jitter_bounds():
+    import link
+    import random
+    random.seed(1)
+    for attempt in range(15):
+        hi = min(1000 << attempt, 300000)
+        ds = [link.backoff_ms(attempt) for _ in range(200)]
+        assert min(ds) >= 0 and max(ds) <= hi, (attempt, max(ds), hi)
+        assert max(ds) > hi * 0.8  # full jitter spreads over the whole window
+    for attempt in range(15):
+        ds = [link.backoff_ms(attempt, refused=True) for _ in range(100)]
+        assert min(ds) >= 15000  # a refusing broker: never more than 4 tries a minute
+    assert max(link.backoff_ms(20, cap_ms=4000) for _ in range(100)) <= 4000

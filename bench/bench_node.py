@@ -1,0 +1,80 @@
+"""Issue 2's benchmark: a virtual node with every sensor type configured, interval 0, 1,000
+cycles under `micropython -X heapsize=64k`, publishing to Mosquitto. Prints a markdown section."""
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import Mosquitto  # noqa: E402
+
+MP = str(Path(sys.executable).with_name("micropython"))
+ALL_SENSORS = [
+    {"name": "water", "type": "hcsr04", "mount_height_cm": 300.0, "samples": 7},
+    {"name": "level2", "type": "a02yyuw", "uart": 1, "rx": 4, "tx": 23, "mount_height_cm": 200.0, "samples": 7},
+    {"name": "pm", "type": "pms5003", "uart": 2, "rx": 16, "tx": 17, "warmup_s": 0, "frames": 3},
+    {"name": "pm_b", "type": "sds011", "uart": 0, "rx": 13, "tx": 14, "warmup_s": 0, "frames": 2},
+    {"name": "gas", "type": "mq135", "adc": 34, "gas": "nh3", "r0_kohm": 76.6, "preheat_s": 0},
+    {"name": "air", "type": "bme280", "i2c": 0, "sda": 21, "scl": 22},
+    {"name": "air2", "type": "dht22", "pin": 27},
+]
+
+
+def flash_dir(tmp):
+    d = Path(tmp) / "flash"
+    shutil.copytree(ROOT / "firmware", d)
+    shutil.copytree(ROOT / "boards", d / "boards")
+    shutil.copy(ROOT / "bench" / "node_cycles_mp.py", d)
+    (d / "config.json").write_text(json.dumps({
+        "node_id": "bench-01", "board": "sim", "mqtt": {"host": "127.0.0.1", "port": 1, "keepalive_s": 60},
+        "interval_s": 0, "sensors": ALL_SENSORS}))
+    (d / "sim.json").write_text(json.dumps({"seed": 7}))
+    return d
+
+
+def run(d, broker, heap, cycles):
+    shutil.rmtree(d / "outbox", ignore_errors=True)
+    p = subprocess.run([MP, "-X", "heapsize=%s" % heap, "node_cycles_mp.py", broker.host, str(broker.port), str(cycles)],
+                       cwd=str(d), capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        return None, (p.stdout + p.stderr).strip().splitlines()[-1:]
+    return json.loads(p.stdout.strip().splitlines()[-1]), None
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="citynode-bench-node-")
+    b = Mosquitto(Path(tmp) / "broker")
+    b.start()
+    try:
+        d = flash_dir(tmp)
+        r, err = run(d, b, "64k", 1000)
+        smallest = None
+        for kb in (24, 28, 32, 36, 40, 48, 56):
+            ok, _ = run(d, b, "%dk" % kb, 200)
+            if ok:
+                smallest = kb
+                break
+    finally:
+        b.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("## Node: every sensor type, interval 0, 1,000 cycles under -X heapsize=64k\n")
+    if r is None:
+        print("FAILED: %s" % err)
+        return
+    print("Sensors: %s (the sim board's peripherals run in the same heap)." % ", ".join(s["type"] for s in ALL_SENSORS))
+    print("\n| figure | value | goal |\n|---|---|---|")
+    print("| cycles completed without MemoryError | %d | 1,000 |" % r["cycles"])
+    print("| peak heap in use (allocated before the end-of-cycle collect) | %.1f KB | < 40 KB |" % (r["peak_alloc"] / 1024))
+    print("| heap in use between cycles | %.1f KB | |" % (r["base_alloc"] / 1024))
+    print("| smallest heap that runs 200 cycles | %s | |" % ("%d KB" % smallest if smallest else "> 56 KB"))
+    print("| milliseconds per cycle (7 sensors, sim timing) | %.2f | |" % r["ms_per_cycle"])
+    print("| bytes per telemetry message | %.0f | |" % r["bytes_per_msg"])
+    print("| readings undelivered at the end | %d | 0 |" % r["undelivered"])
+    print("| sensor errors in 1,000 cycles | %s | |" % (json.dumps(r["errors"]) if r["errors"] else "none"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+# Runs inside a virtual node's flash dir on the unix port:
+#   micropython -X heapsize=64k node_cycles_mp.py HOST PORT CYCLES
+# Prints one JSON line of figures. The node publishes to the broker while it cycles.
+import asyncio
+import gc
+import json
+import sys
+import time
+
+import board
+import config
+import node
+import outbox
+import persist
+
+
+class GcProbe:
+    # node.cycle() collects at its end; what is allocated just before that is the cycle's peak.
+    def __init__(self):
+        self.peak = 0
+
+    def collect(self):
+        a = gc.mem_alloc()
+        if a > self.peak:
+            self.peak = a
+        gc.collect()
+
+    def mem_free(self):
+        return gc.mem_free()
+
+
+async def main(host, port, cycles):
+    raw = persist.read_json("config.json")
+    profile = persist.read_json("boards/%s.json" % raw["board"])
+    cfg = config.validate(raw, profile)
+    hw = board.open(profile)
+    ob = outbox.Outbox("outbox", cfg["outbox_kb"])
+    n = node.Node(cfg, profile, hw, 0, "power", ob, None, lambda: int(time.time()), lambda m: None, raw,
+                  broker=(host, port))
+    probe = GcProbe()
+    node.gc = probe
+    sizes = []
+    store = n.store
+
+    def measuring_store(kind, payload):
+        if kind == 0x74:
+            sizes.append(len(payload))
+        store(kind, payload)
+
+    n.store = measuring_store
+    lt = asyncio.create_task(n.link.run())
+    pt = asyncio.create_task(n.publisher())
+    await n.link.up.wait()
+    gc.collect()
+    base = gc.mem_alloc()
+    errors = {}
+    t0 = time.ticks_ms()
+    for i in range(cycles):
+        r = await n.cycle()
+        for k in r["errors"]:
+            errors[k] = errors.get(k, 0) + 1
+    ms = time.ticks_diff(time.ticks_ms(), t0)
+    t1 = time.ticks_ms()
+    while n.pending() and time.ticks_diff(time.ticks_ms(), t1) < 20000:
+        await asyncio.sleep_ms(20)
+    lt.cancel()
+    pt.cancel()
+    print(json.dumps({"cycles": cycles, "ms_per_cycle": ms / cycles, "peak_alloc": probe.peak,
+                      "base_alloc": base, "mem_total": gc.mem_alloc() + gc.mem_free(),
+                      "bytes_per_msg": sum(sizes) / len(sizes), "undelivered": n.pending(),
+                      "errors": errors, "values": sorted(r["values"])}))
+
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
