@@ -87,14 +87,16 @@ def main():
     import clock
     import node
     clk = clock.Clock(synced=board.SIM)  # the virtual node runs on the host's synchronised clock
+    ob_err = None
     try:
         import outbox
         ob = outbox.Outbox("outbox", cfg["outbox_kb"])
     except Exception as e:
-        log("outbox unavailable (%r): publishing live only" % e)
-        ob = None
+        ob, ob_err = None, "outbox: %s" % e
+        log("%s: publishing live only" % ob_err)
     wifi = None if board.SIM else Wifi(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
     n = node.Node(cfg, profile, hw, boot, reset, ob, wifi, clk.now, log, raw, broker=broker_override())
+    n.store_error = ob_err
     if rtc:
         n.seq = rtc["seq"]
     log("node %s boot %d (%s) fw %s" % (cfg["node_id"], boot, reset, node.FW))

@@ -184,3 +184,32 @@ def test_wrong_password_stays_within_backoff_bounds(tmp_path):
     finally:
         node.kill()
         b.stop()
+
+
+def test_full_flash_keeps_publishing_live_and_reports(broker, tmp_path):
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tiny tmpfs as the node's outbox")
+    cfg = sim_config("enospc-01", interval=0.5, keepalive=10, sensors=[{"name": "air", "type": "bme280"}])
+    node = VNode(tmp_path, cfg, broker)
+    ob = node.flash / "outbox"
+    ob.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(ob)], check=True)
+    try:
+        with open(ob / "filler", "wb") as f:  # the flash is full: every write fails with ENOSPC
+            try:
+                while True:
+                    f.write(b"\0" * 1024)
+                    f.flush()
+            except OSError:
+                pass
+        with Sub(broker, "city/enospc-01/telemetry") as sub:
+            node.start()
+            wait_for(lambda: len(sub.json("/telemetry")) >= 5, 30, what="5 live readings")
+            ts = sub.json("/telemetry")
+            assert [d["seq"] for d in ts] == list(range(len(ts)))
+            assert all(d["errors"]["outbox"].startswith("outbox: ") and "28" in d["errors"]["outbox"] for d in ts[1:])
+            assert "air_temp_c" in ts[-1]["values"]
+    finally:
+        node.kill()
+        subprocess.run(["umount", "-l", str(ob)])
