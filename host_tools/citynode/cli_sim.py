@@ -1,0 +1,63 @@
+"""`citynode sim`: the virtual node (see sim.py)."""
+import json
+import re
+
+import click
+
+from .cli import common
+from .errors import CitynodeError
+
+
+def _broker(ctx, param, value):
+    if value is None:
+        return value
+    m = re.fullmatch(r"\[?([A-Za-z0-9.:_-]+?)\]?:(\d{1,5})", value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:1883")
+    return value
+
+
+@click.command()
+@click.option("--flash", required=True, type=click.Path(file_okay=False),
+              help="The node's flash directory (created; gets the firmware if it has no main.py).")
+@click.option("--broker", callback=_broker, metavar="HOST:PORT",
+              help="Broker to use instead of the config's mqtt.host/port.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Copy this config.json in.")
+@click.option("--scenario", type=click.Path(exists=True, dir_okay=False), help="Copy this sim.json in.")
+@click.option("--serial", is_flag=True, help="Serve the REPL on a pseudo-terminal; print its path first.")
+@click.option("--baud", type=click.IntRange(300, 10_000_000), help="Pace the serial link to BAUD/10 bytes/s.")
+@click.option("--nodes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Start N nodes on FLASH/node-1 .. FLASH/node-N.")
+@click.option("--heapsize", metavar="SIZE", help="MicroPython heap, e.g. 120k (default: the unix port's).")
+@click.option("--empty", is_flag=True, help="Do not install the firmware on an empty flash.")
+@common
+@click.pass_obj
+def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, empty):
+    """Run the firmware on a virtual node (the MicroPython unix port)."""
+    from . import sim as simlib
+    if heapsize and not re.fullmatch(r"\d+[kKmM]?", heapsize):
+        raise click.BadParameter("expected a size such as 120k or 2M", param_hint="--heapsize")
+    try:
+        fleet = simlib.fleet(flash, nodes, config=config, broker=broker, scenario=scenario,
+                             serial=serial, baud=baud, heapsize=heapsize, empty=empty)
+    except (OSError, ValueError) as e:
+        raise CitynodeError("--config: %s" % e)
+
+    def ready(started):
+        if not serial:
+            return
+        for n in started:
+            if obj.json:
+                click.echo(json.dumps({"port": n.port, "flash": str(n.flash), "node_id": n.node_id,
+                                       "pid": n.pid, "baud": baud}))
+            else:
+                click.echo(n.port)
+
+    try:
+        code = simlib.serve(fleet, ready)
+    except (OSError, RuntimeError) as e:
+        raise CitynodeError("sim: %s" % e, 3)
+    raise SystemExit(code)
+
+
+COMMANDS = [sim]
