@@ -1,0 +1,173 @@
+"""Plantower PMS5003 / PMS7003 / PMSA003 particulate sensor on a UART, in passive mode.
+
+Frame (PMS5003 datasheet, "Transport protocol - active mode"): 32 bytes, start `42 4D`, frame
+length 28 (2x13 data + 2), thirteen big-endian words, and a 16-bit check = sum of bytes 0-29.
+Words 1-3 are PM1.0/2.5/10 at "CF=1, standard particle", words 4-6 under atmospheric environment
+(what we publish), 7-12 particle counts, 13 reserved. Commands (appendix B) are 7 bytes
+`42 4D CMD DATAH DATAL LRCH LRCL`: E1 00/01 passive/active mode, E2 read in passive mode,
+E4 00/01 sleep/wake-up.
+
+Known lies and what this driver does: the first ~30 s after wake-up are not stable (datasheet:
+"stable data should be got at least 30 seconds after the sensor wakeup") -> `warming_up`; the
+laser and fan wear out (MTTF about 8,000 h), so the node sleeps it between cycles when the
+interval allows (`warmup_ms`, wake/sleep); a single frame can carry a spike, so `frames` frames
+1 s apart are averaged as a trimmed mean (min and max dropped when more than two).
+
+Worst case the loop is held: one `readinto` of a 32-byte chunk plus the per-byte parse, under
+1 ms. A reading takes about (frames - 1) s; unplugged (no byte at all) it gives `timeout` after
+at most `_WAIT_MS` (1.2 s); bytes that never form a valid frame give `checksum` within
+frames x 1.2 s.
+
+    s = pms5003.Sensor(conf, hw)       # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
+    await s.read(values)               # values["pm2_5_ugm3"] = 12.3
+    pms5003.parse(frame)["pm2_5"]      # pure: 32 bytes -> dict, ValueError when bad
+"""
+import asyncio
+import time
+from array import array
+
+from drivers import SensorError
+from drivers._stats import trimmed_mean
+from drivers._uart import Link
+
+try:
+    from micropython import const
+except ImportError:
+    const = lambda x: x  # noqa: E731  (CPython: the pure functions are tested there)
+
+_FRAME = const(32)
+_LEN = const(28)           # frame length field: 13 words + check word
+_CMD_MODE = const(0xE1)
+_CMD_READ = const(0xE2)
+_CMD_SLEEP = const(0xE4)
+_GAP_MS = const(1000)      # the PMS refreshes its values about once a second in passive mode
+_WAIT_MS = const(1200)     # answer to a read request: 32 bytes at 9600 baud take 33 ms; be generous
+_POLL_MS = const(20)
+_BAD_HEADER = const(1)
+_BAD_LENGTH = const(2)
+_BAD_CHECKSUM = const(3)
+_SHORT = const(4)
+_WHY = ("", "bad header", "bad length", "bad checksum", "short frame")
+
+
+def _word(f, i):
+    return (f[i] << 8) | f[i + 1]
+
+
+def check(frame):
+    """0 when `frame` is a valid data frame, else one of the _BAD_* codes (allocates nothing)."""
+    if len(frame) < _FRAME:
+        return _SHORT
+    if frame[0] != 0x42 or frame[1] != 0x4D:
+        return _BAD_HEADER
+    if _word(frame, 2) != _LEN:
+        return _BAD_LENGTH
+    s = 0
+    for i in range(30):
+        s += frame[i]
+    if s & 0xFFFF != _word(frame, 30):
+        return _BAD_CHECKSUM
+    return 0
+
+
+def parse(frame):
+    """One 32-byte frame -> {"pm1_0", "pm2_5", "pm10" (atmospheric), "cf1_pm1_0", "cf1_pm2_5",
+    "cf1_pm10"} in µg/m³; ValueError("pms5003: bad checksum") etc. when it is not a valid frame.
+    Bytes after the 32nd are ignored."""
+    why = check(frame)
+    if why:
+        raise ValueError("pms5003: " + _WHY[why])
+    return {"cf1_pm1_0": _word(frame, 4), "cf1_pm2_5": _word(frame, 6), "cf1_pm10": _word(frame, 8),
+            "pm1_0": _word(frame, 10), "pm2_5": _word(frame, 12), "pm10": _word(frame, 14)}
+
+
+def command(cmd, data, out=None):
+    """The 7-byte command frame `42 4D cmd 00 data LRC` (LRC = 16-bit sum of the first five)."""
+    b = out if out is not None else bytearray(7)
+    b[0] = 0x42
+    b[1] = 0x4D
+    b[2] = cmd
+    b[3] = 0
+    b[4] = data
+    s = 0x42 + 0x4D + cmd + data
+    b[5] = (s >> 8) & 0xFF
+    b[6] = s & 0xFF
+    return b
+
+
+def _head(buf, n):
+    # Prefix check for the Link: 42 4D, then a length of 28 (this also skips 8-byte command acks).
+    if n == 1:
+        return buf[0] == 0x42
+    if n == 2:
+        return buf[1] == 0x4D
+    if n == 4:
+        return buf[2] == 0 and buf[3] == _LEN
+    return True
+
+
+class Sensor:
+    ORDER = 1
+    gap_ms = _GAP_MS       # between frames of one reading (tests shorten it)
+
+    def __init__(self, conf, hw):
+        self.frames = conf.get("frames", 5)
+        self.warmup_ms = conf.get("warmup_s", 30) * 1000
+        self._link = Link(hw.uart(conf["uart"], conf["rx"], conf["tx"], 9600), _FRAME, _head)
+        self._cmd = bytearray(7)
+        self._pm = array("H", [0] * (3 * self.frames))   # atmospheric PM1.0, 2.5, 10 per frame
+        self._woke = time.ticks_ms()                      # powered with the board: warm-up starts now
+        self._asleep = False
+
+    def _send(self, cmd, data):
+        self._link.uart.write(command(cmd, data, self._cmd))
+
+    async def wake(self):
+        self._send(_CMD_SLEEP, 1)
+        self._asleep = False
+        self._woke = time.ticks_ms()
+
+    async def sleep(self):
+        self._send(_CMD_SLEEP, 0)
+        self._asleep = True
+
+    async def read(self, values):
+        if self._asleep:
+            # Read outside the node's wake schedule (a `sample` command): wake it for next time.
+            await self.wake()
+        if time.ticks_diff(time.ticks_ms(), self._woke) < self.warmup_ms:
+            raise SensorError("warming_up")
+        link = self._link
+        link.flush()
+        link.clear_stats()
+        self._send(_CMD_MODE, 0)      # passive; the PMS may have come back from wake-up in active mode
+        pm = self._pm
+        got = bad = 0
+        for k in range(self.frames):
+            if k:
+                await asyncio.sleep_ms(self.gap_ms)
+            self._send(_CMD_READ, 0)
+            t0 = time.ticks_ms()
+            while True:
+                if link.poll():
+                    if check(link.buf):
+                        bad += 1
+                        link.resync()
+                        continue
+                    b = link.buf
+                    pm[3 * got] = _word(b, 10)
+                    pm[3 * got + 1] = _word(b, 12)
+                    pm[3 * got + 2] = _word(b, 14)
+                    got += 1
+                    link.clear()
+                    break
+                if time.ticks_diff(time.ticks_ms(), t0) >= _WAIT_MS:
+                    break
+                await asyncio.sleep_ms(_POLL_MS)
+            if not link.seen:
+                raise SensorError("timeout")     # not a single byte: unplugged or asleep for good
+        if not got:
+            raise SensorError("checksum" if bad or link.seen else "timeout")
+        values["pm1_0_ugm3"] = round(trimmed_mean(pm, 0, 3, got), 1)
+        values["pm2_5_ugm3"] = round(trimmed_mean(pm, 1, 3, got), 1)
+        values["pm10_ugm3"] = round(trimmed_mean(pm, 2, 3, got), 1)

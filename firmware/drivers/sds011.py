@@ -1,0 +1,174 @@
+"""Nova Fitness SDS011 particulate sensor on a UART, in query mode.
+
+Data frame (Laser Dust Sensor Control Protocol V1.3): 10 bytes `AA C0 PM25L PM25H PM10L PM10H
+ID1 ID2 SUM AB`, SUM = low byte of the sum of the six data bytes, PM = word / 10 µg/m³.
+Commands are 19 bytes `AA B4 data1..data15 SUM AB` with SUM = low byte of the sum of data1..15
+(data14, data15 = device id, FF FF for "any"): data1 = 2 reporting mode (data2 = 1 set,
+data3 = 1 query), 4 query data, 6 sleep/work (data2 = 1 set, data3 = 0 sleep / 1 work). Replies
+to settings are `AA C5 ...` frames, which the frame finder skips.
+
+Known lies: like the PMS, the first ~30 s after the fan starts are unreliable -> `warming_up`,
+and the laser's life (about 8,000 h) is spent only when it runs, so the node sleeps it between
+cycles. A sleeping SDS011 may miss the first command that wakes it, so wake() sends "work" twice.
+Readings above 999.9 µg/m³ are the end of the scale, not a value -> `out_of_range`.
+
+Worst case the loop is held: one 32-byte `readinto` plus per-byte checks, under 1 ms. Unplugged:
+`timeout` after `_WAIT_MS` (1.2 s).
+
+    s = sds011.Sensor(conf, hw)        # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
+    await s.read(values)               # values["pm10_ugm3"] = 20.5
+    sds011.parse(frame)                # pure: {"pm2_5": 123.6, "pm10": 261.8}, ValueError when bad
+"""
+import asyncio
+import time
+from array import array
+
+from drivers import SensorError
+from drivers._stats import trimmed_mean
+from drivers._uart import Link
+
+try:
+    from micropython import const
+except ImportError:
+    const = lambda x: x  # noqa: E731
+
+_FRAME = const(10)
+_HEAD = const(0xAA)
+_DATA = const(0xC0)
+_TAIL = const(0xAB)
+_CMD = const(0xB4)
+_SET_MODE = const(2)
+_QUERY = const(4)
+_SLEEP_WORK = const(6)
+_GAP_MS = const(1000)      # the SDS011 updates its values once a second
+_WAIT_MS = const(1200)
+_POLL_MS = const(20)
+_MAX = const(9999)         # 999.9 µg/m³: the top of the scale
+_WHY = ("", "bad header", "bad tail", "bad checksum", "short frame")
+
+
+def check(frame):
+    """0 when `frame` is a valid data frame, else 1 header, 2 tail, 3 checksum, 4 short."""
+    if len(frame) < _FRAME:
+        return 4
+    if frame[0] != _HEAD or frame[1] != _DATA:
+        return 1
+    if frame[9] != _TAIL:
+        return 2
+    s = 0
+    for i in range(2, 8):
+        s += frame[i]
+    if s & 0xFF != frame[8]:
+        return 3
+    return 0
+
+
+def parse(frame):
+    """One 10-byte data frame -> {"pm2_5", "pm10"} in µg/m³ (floats); ValueError when bad."""
+    why = check(frame)
+    if why:
+        raise ValueError("sds011: " + _WHY[why])
+    return {"pm2_5": (frame[2] | (frame[3] << 8)) / 10, "pm10": (frame[4] | (frame[5] << 8)) / 10}
+
+
+def command(data1, data2=0, data3=0, out=None):
+    """The 19-byte command frame with device id FF FF (all sensors on the line)."""
+    b = out if out is not None else bytearray(19)
+    for i in range(19):
+        b[i] = 0
+    b[0] = _HEAD
+    b[1] = _CMD
+    b[2] = data1
+    b[3] = data2
+    b[4] = data3
+    b[15] = 0xFF
+    b[16] = 0xFF
+    b[17] = (data1 + data2 + data3 + 0xFF + 0xFF) & 0xFF
+    b[18] = _TAIL
+    return b
+
+
+def _head(buf, n):
+    if n == 1:
+        return buf[0] == _HEAD
+    if n == 2:
+        return buf[1] == _DATA       # only data frames; C5 replies are skipped
+    if n == _FRAME:
+        return buf[9] == _TAIL
+    return True
+
+
+class Sensor:
+    ORDER = 1
+    gap_ms = _GAP_MS       # between frames of one reading (tests shorten it)
+
+    def __init__(self, conf, hw):
+        self.frames = conf.get("frames", 5)
+        self.warmup_ms = conf.get("warmup_s", 30) * 1000
+        self._link = Link(hw.uart(conf["uart"], conf["rx"], conf["tx"], 9600), _FRAME, _head)
+        self._cmd = bytearray(19)
+        self._pm = array("H", [0] * (2 * self.frames))
+        self._woke = time.ticks_ms()
+        self._asleep = False
+        self._moded = False
+
+    def _send(self, data1, data2=0, data3=0):
+        self._link.uart.write(command(data1, data2, data3, self._cmd))
+
+    async def wake(self):
+        self._send(_SLEEP_WORK, 1, 1)
+        await asyncio.sleep_ms(50)
+        self._send(_SLEEP_WORK, 1, 1)
+        self._asleep = False
+        self._moded = False
+        self._woke = time.ticks_ms()
+
+    async def sleep(self):
+        self._send(_SLEEP_WORK, 1, 0)
+        self._asleep = True
+
+    async def read(self, values):
+        if self._asleep:
+            await self.wake()
+        if time.ticks_diff(time.ticks_ms(), self._woke) < self.warmup_ms:
+            raise SensorError("warming_up")
+        link = self._link
+        link.flush()
+        link.clear_stats()
+        if not self._moded:
+            self._send(_SET_MODE, 1, 1)    # query mode: no unsolicited frames between readings
+            self._moded = True
+        pm = self._pm
+        got = bad = big = 0
+        for k in range(self.frames):
+            if k:
+                await asyncio.sleep_ms(self.gap_ms)
+            self._send(_QUERY)
+            t0 = time.ticks_ms()
+            while True:
+                if link.poll():
+                    b = link.buf
+                    if check(b):
+                        bad += 1
+                        link.resync()
+                        continue
+                    p25 = b[2] | (b[3] << 8)
+                    p10 = b[4] | (b[5] << 8)
+                    link.clear()
+                    if p25 > _MAX or p10 > _MAX:
+                        big += 1
+                        break
+                    pm[2 * got] = p25
+                    pm[2 * got + 1] = p10
+                    got += 1
+                    break
+                if time.ticks_diff(time.ticks_ms(), t0) >= _WAIT_MS:
+                    break
+                await asyncio.sleep_ms(_POLL_MS)
+            if not link.seen:
+                self._moded = False        # it may have been swapped or power-cycled: set the mode again
+                raise SensorError("timeout")
+        if not got:
+            raise SensorError("out_of_range" if big else "checksum" if bad or link.seen else "timeout")
+        values["pm2_5_ugm3"] = round(trimmed_mean(pm, 0, 2, got) / 10, 1)
+        values["pm10_ugm3"] = round(trimmed_mean(pm, 1, 2, got) / 10, 1)
