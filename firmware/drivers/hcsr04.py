@@ -13,7 +13,7 @@ telemetry. Echoes shorter than the blind zone (`min_range_cm`) or longer than `m
 are `out_of_range`, not numbers. No echo at all (unplugged, nothing in front) is `timeout`.
 
 Blocking: `time_pulse_us` busy-waits, at most 2 x timeout per ping (waiting for the echo to
-start, then for it to end), timeout = 1.1 x the echo time of max_range_cm at T + 1 ms: 26.3 ms
+start, then for it to end), timeout = 1.1 x the echo time of max_range_cm at T + 1 ms: 26.6 ms
 per phase for 400 cm at 20 °C, so the loop is held at most 53 ms per ping; between pings the
 driver awaits. A cycle stops as soon as a majority of valid pings has become impossible, so an
 unplugged sensor gives `timeout` after (samples // 2 + 1) pings: 4 x 60 ms for 7 samples.
