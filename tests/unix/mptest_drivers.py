@@ -12,7 +12,8 @@ import simhw
 from drivers import SensorError, a02yyuw, bme280, dht22, hcsr04, mq, pms5003, sds011
 from fakebus import FakeAdc, FakeDht, FakeHw, FakeI2C, FakeUart, a02_frame, pms_frame, sds_frame
 
-PROFILE = json.load(open("../../boards/sim.json"))
+_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+PROFILE = json.load(open(_HERE + "/../../boards/sim.json"))
 PMS_ACK = b"\x42\x4d\x00\x04\xe1\x00\x01\x74"      # answer to "passive mode": 0x174 = sum of the first six
 
 
@@ -68,13 +69,14 @@ def test_speed_of_sound_at_20c():
 
 
 async def test_hcsr04_rejects_spikes_in_a_burst():
-    # 100 cm at 20 °C is 5824 µs; a corner reflection (1500 µs) and a late echo (9000 µs) are spikes.
-    hw = FakeHw(widths=(5824, 5830, 1500, 5818, 9000, 5826, 5822))
-    s = drivers.make(conf_of(WATER), hw)
+    # 100 cm at 20 °C is 5824 µs. Spikes: a corner reflection (1500 µs), a late echo (9000 µs)
+    # and a rain echo only 8 cm off (6300 µs) that a loose threshold would keep.
+    hw = FakeHw(widths=(5824, 5830, 1500, 5818, 9000, 5826, 6300, 5822, 5828))
+    s = drivers.make(conf_of(dict(WATER, samples=9)), hw)
     v = {}
     kept = await s.read(v)
-    # 5 good pings; one more may be lost to the OS preempting this process mid-pulse
-    assert 3 <= kept <= 5, kept
+    # 6 good pings; one more may be lost to the OS preempting this process mid-pulse
+    assert 4 <= kept <= 6, kept
     assert abs(v["distance_cm"] - 100.0) < 0.6, v
     assert abs(v["water_level_cm"] - 200.0) < 0.6, v
 
@@ -134,7 +136,7 @@ async def test_a02yyuw_resyncs_and_rejects_spikes():
     stream = (b"\x00\xff\x12" + a02_frame(good[0]) + b"\xff\xff\x05\x00"   # garbage with FF in it
               + a02_frame(good[1]) + a02_frame(400)                           # a spike
               + a02_frame(good[2])[:3] + b"\x00"                               # bad checksum
-              + a02_frame(good[3]) + a02_frame(4000) + a02_frame(good[4])
+              + a02_frame(good[3]) + a02_frame(1580) + a02_frame(good[4])     # 8 cm off: a spike too
               + a02_frame(1500))
     uart = FakeUart(b"\xff\x00" + stream, chunks=(2, 1, 3, 5, 4, 7))
     hw = FakeHw(uart=uart)
@@ -142,7 +144,7 @@ async def test_a02yyuw_resyncs_and_rejects_spikes():
     v = {}
     kept = await s.read(v)
     assert hw.opened[0] == ("uart", 1, 4, 23, 9600), hw.opened    # pins from boards/sim.json
-    assert kept == 5, kept          # 7 valid frames taken, the 400 mm and 4000 mm spikes rejected
+    assert kept == 5, kept          # 7 valid frames taken, the 400 mm and 1580 mm spikes rejected
     assert abs(v["distance_cm"] - 150.0) < 0.5, v
     assert abs(v["water_level_cm"] - 150.0) < 0.5, v
 
