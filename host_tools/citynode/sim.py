@@ -163,31 +163,34 @@ def _libc_pdeathsig():
         return lambda: None
 
 
-class _Pacer:
-    """A token bucket: at most `rate` bytes/s, in bursts of about 5 ms of traffic."""
+class _Wire:
+    """One direction of a UART at `rate` bytes/s: bytes leave one after another, each 1/rate s,
+    and a byte counts as arrived when its last bit has. An idle line banks nothing."""
 
     def __init__(self, rate):
         self.rate = rate
-        self.cap = max(1.0, rate * 0.005) if rate else 0
-        self.credit = self.cap
-        self.t = time.monotonic()
+        self.head = 0.0       # when the byte now at the head of the queue started
+        self.busy = False
 
-    def allow(self, now):
+    def ready(self, now, pending):
+        """How many of the pending bytes are across by now."""
         if not self.rate:
-            return 1 << 30
-        self.credit = min(self.cap, self.credit + (now - self.t) * self.rate)
-        self.t = now
-        return int(self.credit)
+            return pending
+        if not self.busy:
+            self.busy = True
+            self.head = max(self.head, now)
+        return min(pending, int((now - self.head) * self.rate))
 
-    def spend(self, n):
+    def sent(self, k, left):
         if self.rate:
-            self.credit -= n
+            self.head += k / self.rate
+            self.busy = left > 0
 
-    def wait(self, want):
+    def wait(self, now, pending):
+        """Seconds until a few ms worth (or all) of the pending bytes are across."""
         if not self.rate:
             return 0.0
-        need = min(want, self.cap) - self.credit
-        return max(0.0, need / self.rate)
+        return max(0.0, self.head + min(pending, max(1, self.rate * 0.003)) / self.rate - now)
 
 
 def _set_raw(fd, isig=False):
@@ -252,6 +255,8 @@ class SimNode:
         self._to_node = bytearray()
         self._to_client = bytearray()
         self._connected = False
+        rate = baud / 10.0 if serial and baud else None
+        self._up, self._down = _Wire(rate), _Wire(rate)
 
     # --- public -----------------------------------------------------------------------------
 
@@ -488,8 +493,7 @@ class _Pump:
         self.to_client = node._to_client
         self.event = None
         self.main_running = False
-        self.up = _Pacer(node.baud / 10.0 if node.serial and node.baud else None)
-        self.down = _Pacer(node.baud / 10.0 if node.serial and node.baud else None)
+        self.up, self.down = node._up, node._down
         self.next_hup_check = 0.0
 
     @property
@@ -632,55 +636,51 @@ class _Pump:
             if not alive and stop_phase:
                 break
             timeout = 0.01 if self.a is not None else 0.1
-            # to the node: injected bytes, then the client's (paced)
+            # to the node: injected bytes, then the client's (at the wire's pace)
             if alive and self.inject:
                 try:
-                    k = os.write(m, self.inject)
-                    del self.inject[:k]
-                except BlockingIOError:
-                    pass
+                    del self.inject[:os.write(m, self.inject)]
                 except OSError:
                     pass
             if alive and self.to_node and not self.hold and not self.inject:
-                k = self.up.allow(now)
+                k = self.up.ready(now, len(self.to_node))
                 if k > 0:
                     try:
                         w = os.write(m, self.to_node[:k])
-                        self.up.spend(w)
-                        n.wire["to_node"] += w
-                        del self.to_node[:w]
-                    except BlockingIOError:
-                        pass
                     except OSError:
-                        pass
+                        w = 0
+                    del self.to_node[:w]
+                    self.up.sent(w, len(self.to_node))
+                    n.wire["to_node"] += w
                 if self.to_node:
-                    timeout = min(timeout, max(0.0005, self.up.wait(len(self.to_node))))
-            # to the client (paced)
+                    timeout = min(timeout, self.up.wait(now, len(self.to_node)))
+            # to the client
+            if self.to_client and not self.connected:
+                self.to_client.clear()
             if self.to_client:
-                if not self.connected:
-                    self.to_client.clear()
-                else:
-                    k = self.down.allow(now)
-                    if k > 0:
-                        try:
-                            w = os.write(self.a, self.to_client[:k])
-                            self.down.spend(w)
-                            n.wire["from_node"] += w
-                            del self.to_client[:w]
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            self.connected = False
-                    if self.to_client:
-                        timeout = min(timeout, max(0.0005, self.down.wait(len(self.to_client))))
-            p = select.poll()
+                k = self.down.ready(now, len(self.to_client))
+                if k > 0:
+                    try:
+                        w = os.write(self.a, self.to_client[:k])
+                    except BlockingIOError:
+                        w = 0
+                    except OSError:
+                        w = 0
+                        self.connected = False
+                    del self.to_client[:w]
+                    self.down.sent(w, len(self.to_client))
+                    n.wire["from_node"] += w
+                if self.to_client:
+                    timeout = min(timeout, self.down.wait(now, len(self.to_client)))
+            rd = []
             if alive and len(self.to_client) < self.LIMIT:
-                p.register(m, select.POLLIN)
+                rd.append(m)
             if self.connected and len(self.to_node) < self.LIMIT:
-                p.register(self.a, select.POLLIN)
+                rd.append(self.a)
             if stop_phase:
                 timeout = min(timeout, 0.02)
-            for fd, ev in p.poll(timeout * 1000):
+            # select, not poll: microsecond timeouts, so pacing adds no millisecond ticks
+            for fd in select.select(rd, [], [], timeout)[0]:
                 if fd == m:
                     try:
                         d = os.read(m, 4096)
@@ -693,14 +693,15 @@ class _Pump:
                         continue
                     self.from_node(d)
                 elif fd == self.a:
-                    if ev & select.POLLIN:
-                        try:
-                            d = os.read(self.a, self.LIMIT - len(self.to_node))
-                        except (BlockingIOError, OSError):
-                            d = b""
-                        if d:
-                            self.to_node += d
-                    if ev & (select.POLLHUP | select.POLLERR):
+                    try:
+                        d = os.read(self.a, self.LIMIT - len(self.to_node))
+                    except BlockingIOError:
+                        continue
+                    except OSError:   # EIO: the client has closed the port
+                        d = b""
+                    if d:
+                        self.to_node += d
+                    else:
                         self.connected = False
                         self.to_client.clear()
             if not alive and not self.n.serial:
