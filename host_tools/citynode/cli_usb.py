@@ -1,0 +1,249 @@
+"""Commands over USB serial: `ports`, `deploy`, `config validate|push|show|pull`."""
+import json
+import os
+import sys
+
+import click
+
+from .cli import common
+from .errors import CheckFailed, CitynodeError
+
+TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+                       envvar="CITYNODE_TIMEOUT", help="Seconds the node may stay silent.")
+
+
+def _port(obj):
+    """--port / CITYNODE_PORT, or the only node-looking port there is."""
+    if obj.port:
+        return obj.port
+    from . import ports
+    found = ports.candidates()
+    if len(found) == 1:
+        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
+        return found[0]["port"]
+    if not found:
+        raise click.UsageError("no port given and no ESP32 board or virtual node found; use --port")
+    raise click.UsageError("several possible nodes (%s); choose one with --port"
+                           % ", ".join(p["port"] for p in found))
+
+
+def _device(obj, timeout):
+    from .transport import Device
+    return Device(_port(obj), timeout)
+
+
+def _emit(obj, doc, text):
+    if obj.json:
+        click.echo(json.dumps(doc))
+    else:
+        click.echo(text)
+
+
+@click.command()
+@common
+@click.pass_obj
+def ports(obj):
+    """List serial ports, marking ESP32 boards and running virtual nodes."""
+    from . import ports as portlib
+    found = portlib.scan()
+    if obj.json:
+        click.echo(json.dumps(found))
+        return
+    if not found:
+        click.echo("no serial ports")
+        return
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(box=None, header_style="bold")
+    for col in ("port", "kind", "chip / node", "usb", "description"):
+        t.add_column(col)
+    for p in found:
+        t.add_row(p["port"], p["kind"], p["bridge"] or p.get("node_id") or "", p["usb"] or "", p["description"])
+    Console(soft_wrap=True).print(t)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="List what would change; change nothing.")
+@click.option("--no-reset", is_flag=True, help="Leave the node in the REPL afterwards.")
+@click.option("--source", is_flag=True, help="Send .py sources instead of compiling to .mpy.")
+@click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
+              help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
+@TIMEOUT
+@common
+@click.pass_obj
+def deploy(obj, dry_run, no_reset, source, src, timeout):
+    """Compile the firmware for the node and copy what changed, main.py last."""
+    from . import deploy as deploylib
+    if src and not os.path.isdir(os.path.join(src, "firmware")):
+        raise click.BadParameter("%s has no firmware/ directory" % src, param_hint="--src")
+    bar = _Progress(enabled=not obj.json and not dry_run and sys.stderr.isatty())
+    with _device(obj, timeout) as dev:
+        try:
+            s = deploylib.deploy(dev, dry_run=dry_run, reset=not no_reset, source=source,
+                                 progress=bar.update, root=src)
+        finally:
+            bar.close()
+    if obj.json:
+        click.echo(json.dumps(s))
+        return
+    if dry_run:
+        for p in s["sent"]:
+            click.echo("send    %s" % p)
+        for p in s["removed"]:
+            click.echo("remove  %s" % p)
+        click.echo("dry run: %d to send (%s B on the wire), %d unchanged, %d to remove (MicroPython %s, .mpy %s)"
+                   % (len(s["sent"]), format(s["bytes"], ","), len(s["skipped"]), len(s["removed"]),
+                      s["micropython"], s["mpy"]))
+        return
+    if not s["sent"] and not s["removed"]:
+        click.echo("up to date: %d files unchanged%s" % (len(s["skipped"]), "; node soft-reset" if s["reset"] else ""))
+        return
+    click.echo("deployed %d files (%s B on the wire), %d unchanged, %d removed in %.1f s%s"
+               % (len(s["sent"]), format(s["bytes"], ","), len(s["skipped"]), len(s["removed"]),
+                  s["seconds"], "; node soft-reset" if s["reset"] else ""))
+
+
+class _Progress:
+    """A rich progress bar in bytes on stderr, created only when there is something to send."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.p = None
+
+    def update(self, done, total):
+        if not self.enabled or not total:
+            return
+        if self.p is None:
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+            self.p = Progress("deploy", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                              TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.p.start()
+            self.task = self.p.add_task("deploy", total=total)
+        self.p.update(self.task, completed=done)
+
+    def close(self):
+        if self.p is not None:
+            self.p.stop()
+
+
+# --- config -------------------------------------------------------------------------------------
+
+@click.group()
+def config():
+    """Check, write, show and read a node's config.json."""
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--defaults", type=click.Path(dir_okay=False), help="Site defaults (for an inventory CSV).")
+@common
+@click.pass_obj
+def config_validate(obj, file, defaults):
+    """Check a config.json, or every row of an inventory CSV, with the firmware's validator."""
+    from . import configtool
+    if file.lower().endswith(".csv"):
+        d = configtool.load_json(defaults, "defaults") if defaults else None
+        rows = configtool.inventory_configs(file, d)
+        _emit(obj, {"ok": True, "file": file, "nodes": [n for n, _ in rows]},
+              "%s: %d nodes OK (%s)" % (file, len(rows), ", ".join(n for n, _ in rows)))
+        return
+    cfg = configtool.load_json(file)
+    configtool.check(configtool.apply_secrets(cfg))
+    _emit(obj, {"ok": True, "file": file, "node_id": cfg.get("node_id")},
+          "%s: OK (%s, board %s, %d sensors)" % (file, cfg.get("node_id"), cfg.get("board"),
+                                                 len(cfg.get("sensors") or [])))
+
+
+@config.command("push")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--inventory", type=click.Path(dir_okay=False), help="The fleet's inventory CSV.")
+@click.option("--node", "node_id", help="The node's row in the inventory.")
+@click.option("--defaults", type=click.Path(dir_okay=False), help="Site defaults (JSON) under the row.")
+@click.option("--no-reset", is_flag=True, help="Do not soft-reset the node afterwards.")
+@TIMEOUT
+@common
+@click.pass_obj
+def config_push(obj, file, inventory, node_id, defaults, no_reset, timeout):
+    """Validate a config, then write it on the node atomically.
+
+    Either FILE (a config.json) or --inventory fleet.csv --node ID [--defaults site.json].
+    Passwords may come from CITYNODE_WIFI_PASSWORD and CITYNODE_MQTT_PASSWORD."""
+    from . import configtool
+    if bool(file) == bool(inventory):
+        raise click.UsageError("give either FILE or --inventory CSV --node ID")
+    if inventory and not node_id:
+        raise click.UsageError("--inventory needs --node ID")
+    if file and (node_id or defaults):
+        raise click.UsageError("--node and --defaults go with --inventory")
+    if inventory:
+        d = configtool.load_json(defaults, "defaults") if defaults else None
+        cfg = configtool.from_inventory(inventory, node_id, d)
+    else:
+        cfg = configtool.apply_secrets(configtool.load_json(file))
+        configtool.check(cfg, "%s: " % file)
+    # validated: only now is the node touched
+    with _device(obj, timeout) as dev:
+        text = configtool.push(dev, cfg)
+        if no_reset:
+            dev.leave()
+        else:
+            dev.soft_reset()
+    _emit(obj, {"ok": True, "port": dev.port, "node_id": cfg["node_id"], "bytes": len(text.encode()),
+                "reset": not no_reset},
+          "wrote config.json for %s on %s (%d B)%s" % (cfg["node_id"], dev.port, len(text.encode()),
+                                                       "; node soft-reset" if not no_reset else ""))
+
+
+def _pull(obj, timeout):
+    from . import configtool
+    with _device(obj, timeout) as dev:
+        text = configtool.pull(dev)
+        dev.leave()
+    if text is None:
+        raise CheckFailed("%s: the node has no config.json" % dev.port)
+    return dev.port, text
+
+
+@config.command("show")
+@TIMEOUT
+@common
+@click.pass_obj
+def config_show(obj, timeout):
+    """Print the node's config.json, secrets as ***."""
+    from . import configtool
+    port, text = _pull(obj, timeout)
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise CheckFailed("%s: config.json on the node is not valid JSON (%s)" % (port, e))
+    if not isinstance(cfg, dict):
+        raise CheckFailed("%s: config.json on the node is not a JSON object" % port)
+    m = configtool.masked(cfg)
+    click.echo(json.dumps(m) if obj.json else json.dumps(m, indent=1, ensure_ascii=False))
+
+
+@config.command("pull")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, writable=True))
+@TIMEOUT
+@common
+@click.pass_obj
+def config_pull(obj, file, timeout):
+    """Copy the node's config.json (secrets included) to FILE, or print it."""
+    port, text = _pull(obj, timeout)
+    if not file:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    tmp = file + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, file)
+    except OSError as e:
+        raise CitynodeError("%s: %s" % (file, e.strerror or e))
+    _emit(obj, {"ok": True, "port": port, "file": file, "bytes": len(text.encode())},
+          "%s: config.json of %s (%d B)" % (file, port, len(text.encode())))
+
+
+COMMANDS = [ports, deploy, config]
