@@ -109,6 +109,7 @@ def _head(buf, n):
 class Sensor:
     ORDER = 1
     gap_ms = _GAP_MS       # between frames of one reading (tests shorten it)
+    warmup_ms = 30000      # set from warmup_s in __init__
 
     def __init__(self, conf, hw):
         self.frames = conf.get("frames", 5)

@@ -68,48 +68,67 @@ def test_speed_of_sound_at_20c():
     assert abs(hcsr04.echo_to_cm(5824, 20.0) - 100.0) < 0.01
 
 
+async def retried(attempt, tries=4):
+    # An echo is timed by busy-waiting on the pin; on a shared host the OS can preempt this
+    # process in the middle of a pulse (an ESP32 is not preempted) and stretch or cut it. The
+    # drivers' logic is deterministic: the measurement, not the assertion, is retried.
+    for i in range(tries):
+        try:
+            return await attempt()
+        except AssertionError:
+            if i == tries - 1:
+                raise
+
+
 async def test_hcsr04_rejects_spikes_in_a_burst():
     # 100 cm at 20 °C is 5824 µs. Spikes: a corner reflection (1500 µs), a late echo (9000 µs)
     # and a rain echo only 8 cm off (6300 µs) that a loose threshold would keep.
-    hw = FakeHw(widths=(5824, 5830, 1500, 5818, 9000, 5826, 6300, 5822, 5828))
-    s = drivers.make(conf_of(dict(WATER, samples=9)), hw)
-    v = {}
-    kept = await s.read(v)
-    # 6 good pings; one more may be lost to the OS preempting this process mid-pulse
-    assert 4 <= kept <= 6, kept
-    assert abs(v["distance_cm"] - 100.0) < 0.6, v
-    assert abs(v["water_level_cm"] - 200.0) < 0.6, v
+    async def attempt():
+        hw = FakeHw(widths=(5824, 5830, 1500, 5818, 9000, 5826, 6300, 5822, 5828))
+        s = drivers.make(conf_of(dict(WATER, samples=9)), hw)
+        v = {}
+        kept = await s.read(v)
+        # 6 good pings (one may be lost to preemption); keeping the 6300 µs echo alone would
+        # move the mean by 68 µs = 1.2 cm
+        assert 4 <= kept <= 6, kept
+        assert abs(v["distance_cm"] - 100.0) < 0.6, v
+        assert abs(v["water_level_cm"] - 200.0) < 0.6, v
+    await retried(attempt)
 
 
 async def test_hcsr04_uses_the_air_temperature():
-    hw = FakeHw(widths=(5824,))
-    s = hcsr04.Sensor(conf_of(WATER), hw)
-    v = {"air_temp_c": 0.0}
-    await s.read(v)
-    # the same echo at 0 °C: 5824 * 0.03313 / 2 = 96.5 cm
-    assert abs(v["distance_cm"] - 96.5) < 0.5, v
+    async def attempt():
+        s = hcsr04.Sensor(conf_of(WATER), FakeHw(widths=(5824,)))
+        v = {"air_temp_c": 0.0}
+        await s.read(v)
+        # the same echo at 0 °C: 5824 * 0.03313 / 2 = 96.5 cm
+        assert abs(v["distance_cm"] - 96.5) < 0.5, v
+    await retried(attempt)
 
 
 async def test_hcsr04_level_never_below_zero_and_offset():
-    hw = FakeHw(widths=(5824,))
-    s = hcsr04.Sensor(conf_of(dict(WATER, mount_height_cm=80.0)), hw)
-    v = {}
-    await s.read(v)
-    assert v["water_level_cm"] == 0.0 and abs(v["distance_cm"] - 100) < 0.6
-    s = hcsr04.Sensor(conf_of(dict(WATER, offset_cm=-12.5)), FakeHw(widths=(5824,)))
-    v = {}
-    await s.read(v)
-    assert abs(v["water_level_cm"] - 187.5) < 0.6
+    async def attempt():
+        s = hcsr04.Sensor(conf_of(dict(WATER, mount_height_cm=80.0)), FakeHw(widths=(5824,)))
+        v = {}
+        await s.read(v)
+        assert v["water_level_cm"] == 0.0 and abs(v["distance_cm"] - 100) < 0.6, v
+        s = hcsr04.Sensor(conf_of(dict(WATER, offset_cm=-12.5)), FakeHw(widths=(5824,)))
+        v = {}
+        await s.read(v)
+        assert abs(v["water_level_cm"] - 187.5) < 0.6, v
+    await retried(attempt)
 
 
 async def test_hcsr04_unplugged_is_timeout_within_bound():
     # No echo ever: 4 pings (a majority of 7 is then impossible), each waits 26.6 ms for the
     # echo to start, 60 ms apart: about 290 ms.
-    hw = FakeHw(widths=(None,))
-    s = hcsr04.Sensor(conf_of(WATER), hw)
-    _, gap = await max_gap(fails(s.read({}), "timeout", 400))
-    assert hw.echo.i == 4, hw.echo.i
-    assert gap <= 2 * 27 + 40, "loop held %d ms" % gap
+    async def attempt():
+        hw = FakeHw(widths=(None,))
+        s = hcsr04.Sensor(conf_of(WATER), hw)
+        _, gap = await max_gap(fails(s.read({}), "timeout", 400))
+        assert hw.echo.i == 4, hw.echo.i
+        assert gap <= 2 * 27 + 40, "loop held %d ms" % gap
+    await retried(attempt)
 
 
 async def test_hcsr04_blind_zone_and_beyond_range():
@@ -119,11 +138,12 @@ async def test_hcsr04_blind_zone_and_beyond_range():
 
 
 async def test_hcsr04_holds_the_loop_at_most_one_ping():
-    hw = FakeHw(widths=(20000,))      # 343 cm: 20 ms of busy-wait per ping
-    s = hcsr04.Sensor(conf_of(WATER), hw)
-    kept, gap = await max_gap(s.read({}))
-    assert kept >= 5
-    assert gap <= 2 * 27 + 40, "loop held %d ms" % gap     # a blocking burst would be ~500 ms
+    async def attempt():
+        s = hcsr04.Sensor(conf_of(WATER), FakeHw(widths=(20000,)))   # 343 cm: 20 ms busy-wait a ping
+        kept, gap = await max_gap(s.read({}))
+        assert kept >= 5
+        assert gap <= 2 * 27 + 40, "loop held %d ms" % gap     # a blocking burst would be ~500 ms
+    await retried(attempt)
 
 
 # --- A02YYUW -------------------------------------------------------------------------------
@@ -192,18 +212,18 @@ async def test_pms5003_sleep_wake_and_warmup():
     uart = FakeUart(replies=(PMS_ACK, pms_frame((1, 2, 3))))
     s = pms5003.Sensor(conf_of(dict(PM, warmup_s=30)), FakeHw(uart=uart))
     assert s.warmup_ms == 30000
-    await fails(s.read({}), "warming_up", 10)    # just powered: 30 s of warm-up first
+    await fails(s.read({}), "warming_up", 50)    # just powered: 30 s of warm-up first
     await s.sleep()
     assert uart.writes[-1] == b"\x42\x4d\xe4\x00\x00\x01\x73"
     await s.wake()
     assert uart.writes[-1] == b"\x42\x4d\xe4\x00\x01\x01\x74"
-    await fails(s.read({}), "warming_up", 10)
+    await fails(s.read({}), "warming_up", 50)
 
 
 async def test_pms5003_unplugged_and_garbage():
     s = pms5003.Sensor(conf_of(PM), FakeHw(uart=FakeUart()))
     ms, gap = await max_gap(fails(s.read({}), "timeout", 1500))
-    assert ms >= 1100 and gap < 40, (ms, gap)
+    assert ms >= 1100 and gap < 100, (ms, gap)       # a blocking wait would hold it 1200 ms
     junk = bytes((0x42, 0x4D, 0, 28)) + bytes(range(100, 128))   # header and length right, sum wrong
     s = pms5003.Sensor(conf_of(dict(PM, frames=1)), FakeHw(uart=FakeUart(replies=(junk,))))
     await fails(s.read({}), "checksum", 1500)
@@ -280,18 +300,18 @@ async def test_bme280_registers_to_datasheet_example():
 
 
 async def test_bme280_nack_wrong_chip_stuck_and_skipped():
-    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=FakeI2C(nack=True))).read({}), "not_found", 30)
-    await fails(bme280.Sensor(conf_of(dict(AIR, address=0x77)), FakeHw(i2c=FakeI2C())).read({}), "not_found", 30)
+    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=FakeI2C(nack=True))).read({}), "not_found", 50)
+    await fails(bme280.Sensor(conf_of(dict(AIR, address=0x77)), FakeHw(i2c=FakeI2C())).read({}), "not_found", 50)
     i2c = FakeI2C()
     bme_regs(i2c)
     i2c.regs[0xD0] = 0x58                           # a BMP280 sold as a BME280
-    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c)).read({}), "not_found", 30)
+    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c)).read({}), "not_found", 50)
     i2c = FakeI2C(busy=1000)                        # never finishes converting
     bme_regs(i2c)
-    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c)).read({}), "timeout", 60)
+    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c)).read({}), "timeout", 100)
     i2c = FakeI2C()
     bme_regs(i2c, adc_t=0x80000)                    # conversion skipped
-    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c)).read({}), "timeout", 60)
+    await fails(bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c)).read({}), "timeout", 100)
 
 
 async def test_bme280_reprobes_after_a_nack():
@@ -300,10 +320,10 @@ async def test_bme280_reprobes_after_a_nack():
     s = bme280.Sensor(conf_of(AIR), FakeHw(i2c=i2c))
     await s.read({})
     i2c.nack = True
-    await fails(s.read({}), "not_found", 30)
+    await fails(s.read({}), "not_found", 50)
     i2c.nack = False
     i2c.regs[0xD0] = 0x58                           # swapped for the wrong part meanwhile
-    await fails(s.read({}), "not_found", 30)
+    await fails(s.read({}), "not_found", 50)
 
 
 # --- MQ ------------------------------------------------------------------------------------
@@ -325,7 +345,7 @@ async def test_mq_rs_and_ppm():
 
 
 async def test_mq_warming_up_not_found_saturated():
-    await fails(mq.Sensor(conf_of(dict(GAS, preheat_s=60)), FakeHw(adc=FakeAdc(1000000))).read({}), "warming_up", 10)
+    await fails(mq.Sensor(conf_of(dict(GAS, preheat_s=60)), FakeHw(adc=FakeAdc(1000000))).read({}), "warming_up", 50)
     await fails(mq.Sensor(conf_of(GAS), FakeHw(adc=FakeAdc(3000))).read({}), "not_found", 50)
     await fails(mq.Sensor(conf_of(GAS), FakeHw(adc=FakeAdc(3300000))).read({}), "out_of_range", 50)
     # 2 V through a divider of 3 = 6 V at the module, above Vc = 5 V: impossible
@@ -354,7 +374,7 @@ async def test_dht22_values_cache_and_errors():
                       (FakeDht(-60.0, 50.0), "out_of_range")):
         s = dht22.Sensor(conf_of({"name": "air", "type": "dht22"}), FakeHw(dht=dht))
         s._t0 = time.ticks_add(time.ticks_ms(), -1000)   # powered up a second ago
-        await fails(s.read({}), code, 30)
+        await fails(s.read({}), code, 50)
 
 
 # --- End to end on the simulated board -----------------------------------------------------
@@ -365,18 +385,20 @@ def sim(**sc):
 
 
 async def test_sim_hcsr04_with_bme280_temperature():
-    hw = sim(spikes=0.15)
-    air = drivers.make(conf_of(AIR), hw)
-    water = drivers.make(conf_of(WATER), hw)
-    v = {}
-    await air.read(v)
-    truth = hw.world()
-    assert abs(v["air_temp_c"] - truth[1]) < 0.05 and abs(v["pressure_hpa"] - truth[3]) < 0.05, (v, truth)
-    assert abs(v["rh_pct"] - truth[2]) < 0.1, (v, truth)
-    kept = await water.read(v)
-    assert 1 <= kept <= 7
-    assert abs(v["distance_cm"] - truth[0]) < 1.5, (v, truth)
-    assert abs(v["water_level_cm"] - (300 - truth[0])) < 1.5, (v, truth)
+    async def attempt():
+        hw = sim(spikes=0.15)
+        air = drivers.make(conf_of(AIR), hw)
+        water = drivers.make(conf_of(WATER), hw)
+        v = {}
+        await air.read(v)
+        truth = hw.world()
+        assert abs(v["air_temp_c"] - truth[1]) < 0.05 and abs(v["pressure_hpa"] - truth[3]) < 0.05, (v, truth)
+        assert abs(v["rh_pct"] - truth[2]) < 0.1, (v, truth)
+        kept = await water.read(v)      # corrected with the BME280's temperature, not 20 °C
+        assert 4 <= kept <= 7
+        assert abs(v["distance_cm"] - truth[0]) < 1.0, (v, truth)
+        assert abs(v["water_level_cm"] - (300 - truth[0])) < 1.0, (v, truth)
+    await retried(attempt)
 
 
 async def test_sim_rain_raises_the_water():
@@ -450,7 +472,7 @@ async def test_sim_missing_sensors_give_their_codes():
     await fails(drivers.make(conf_of(A02), hw).read({}), "timeout", 600)
     await fails(drivers.make(conf_of(PM), hw).read({}), "timeout", 1500)
     await fails(drivers.make(conf_of(dict(SDS, uart=1, rx=4, tx=23)), hw).read({}), "timeout", 1500)
-    await fails(drivers.make(conf_of(AIR), hw).read({}), "not_found", 30)
+    await fails(drivers.make(conf_of(AIR), hw).read({}), "not_found", 50)
     await fails(drivers.make(conf_of(GAS), hw).read({}), "not_found", 50)
     await fails(drivers.make(conf_of({"name": "air", "type": "dht22"}), hw).read({}), "timeout", 1100)
 
