@@ -4,7 +4,6 @@
 #   ... b.run('simhw')     import cost of the simulated peripherals
 # bench_drivers.py runs it as .mpy beside .mpy files of the firmware and of tests/unix/fakebus.py
 # (compiled as `citynode deploy` does: compiling sources on a 64 KB heap would itself not fit).
-import sys
 import gc
 import json
 import asyncio

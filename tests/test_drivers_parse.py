@@ -1,7 +1,6 @@
 """The drivers' pure functions on CPython: datasheet frames, bad frames, fuzzing, round trips,
 the BME280 compensation against the datasheet's worked example and an independent
 implementation of its floating-point formulas, and the ultrasonic burst statistics."""
-import math
 import struct
 import sys
 from array import array

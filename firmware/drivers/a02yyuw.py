@@ -11,7 +11,8 @@ a legal data byte, so a bad checksum re-synchronises from the next `FF` rather t
 first one seen; frames in the blind zone (< min_range_cm) or beyond max_range_cm are
 `out_of_range`, not numbers. Stale frames buffered since the last reading are flushed first.
 
-Worst case the loop is held: one 32-byte `readinto` plus per-byte checks, under 1 ms. Unplugged:
+Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
+awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). Unplugged:
 `timeout` after `_FIRST_MS` (0.5 s); a reading never takes longer than 0.5 s + samples x 0.3 s,
 and stops early once a majority of valid frames is out of reach.
 

@@ -45,7 +45,6 @@ CURVES = {
 # Rs/R0 in clean air, read off the same charts: what calibration divides Rs by to get R0.
 CLEAN_AIR = {"mq135": 3.6, "mq7": 27.5, "mq2": 9.83}
 
-_FULL_UV = const(3300000)   # ESP32 ADC at 11 dB: about 0-3.3 V
 _SAT_UV = const(3150000)    # above this the ESP32 ADC is flat: Rs would be wrong
 _ZERO_UV = const(20000)     # below 20 mV there is no sensor on the pin
 _BATCH = const(8)

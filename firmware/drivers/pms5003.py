@@ -9,14 +9,14 @@ E4 00/01 sleep/wake-up.
 
 Known lies and what this driver does: the first ~30 s after wake-up are not stable (datasheet:
 "stable data should be got at least 30 seconds after the sensor wakeup") -> `warming_up`; the
-laser and fan wear out (MTTF about 8,000 h), so the node sleeps it between cycles when the
+laser and fan wear out (the laser lasts about 8,000 h of running), so the node sleeps it between cycles when the
 interval allows (`warmup_ms`, wake/sleep); a single frame can carry a spike, so `frames` frames
 1 s apart are averaged as a trimmed mean (min and max dropped when more than two).
 
-Worst case the loop is held: one `readinto` of a 32-byte chunk plus the per-byte parse, under
-1 ms. A reading takes about (frames - 1) s; unplugged (no byte at all) it gives `timeout` after
-at most `_WAIT_MS` (1.2 s); bytes that never form a valid frame give `checksum` within
-frames x 1.2 s.
+Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
+awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). A reading
+takes about (frames - 1) s; unplugged (no byte at all) it gives `timeout` after at most
+`_WAIT_MS` (1.2 s); bytes that never form a valid frame give `checksum` within frames x 2.2 s.
 
     s = pms5003.Sensor(conf, hw)       # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
     await s.read(values)               # values["pm2_5_ugm3"] = 12.3

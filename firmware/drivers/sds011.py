@@ -12,7 +12,8 @@ and the laser's life (about 8,000 h) is spent only when it runs, so the node sle
 cycles. A sleeping SDS011 may miss the first command that wakes it, so wake() sends "work" twice.
 Readings above 999.9 µg/m³ are the end of the scale, not a value -> `out_of_range`.
 
-Worst case the loop is held: one 32-byte `readinto` plus per-byte checks, under 1 ms. Unplugged:
+Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
+awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). Unplugged:
 `timeout` after `_WAIT_MS` (1.2 s).
 
     s = sds011.Sensor(conf, hw)        # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
