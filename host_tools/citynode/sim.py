@@ -29,8 +29,6 @@ import time
 import tty
 from pathlib import Path
 
-from . import fw
-
 EXIT_RESET, EXIT_DEEPSLEEP, EXIT_WDT = 77, 78, 79
 RESTARTS = {EXIT_RESET: "soft", EXIT_DEEPSLEEP: "deepsleep", EXIT_WDT: "wdt"}
 
@@ -57,6 +55,8 @@ def _cn():
             src = open(f).read()
         except OSError:
             return
+        if f == 'main.py':
+            mark('run')
         try:
             exec(compile(src, f, 'exec'), globals())
         except SystemExit as e:
@@ -75,7 +75,6 @@ def _cn():
             sys.print_exception(e)
     run('boot.py')
     if os.getenv('CITYNODE_MAIN') == '1':
-        mark('run')
         run('main.py')
     if serial:
         mark('repl')
@@ -122,21 +121,9 @@ def running():
     return out
 
 
-def firmware_files(root=None):
-    """(relative path on the node, source path) of the firmware as sources: firmware/**.py and
-    boards/*.json under boards/."""
-    root = Path(root) if root else fw.ROOT
-    files = []
-    for p in sorted((root / "firmware").rglob("*.py")):
-        if "__pycache__" not in p.parts:
-            files.append((p.relative_to(root / "firmware").as_posix(), p))
-    for p in sorted((root / "boards").glob("*.json")):
-        files.append(("boards/" + p.name, p))
-    return files
-
-
 def install_firmware(flash, root=None):
     """Put the firmware sources on a flash directory, as a factory-flashed board has them."""
+    from .deploy import firmware_files
     flash = Path(flash)
     for rel, src in firmware_files(root):
         dst = flash / rel
@@ -482,6 +469,7 @@ class _Pump:
         self.a = node._master
         self.raw = False
         self.hold = True                    # client input waits until the node can take it
+        self.await_prompt = False
         self.suppress = raw_restart         # after the bootstrap, until the raw REPL banner
         self.raw_restart = raw_restart
         self.sup = b""
@@ -532,11 +520,15 @@ class _Pump:
             self.main_running = True
             self.hold = False
         elif what == "repl":
+            # Between the end of the bootstrap and the REPL's first prompt the unix port has
+            # SIGINT at its default action while the terminal still raises it: a Ctrl-C byte
+            # then would kill the process. Input waits for the prompt.
             self.main_running = False
+            self.hold = True
             if self.raw_restart:
                 self.inject += b"\x01"
             else:
-                self.hold = False
+                self.await_prompt = True
         elif what.startswith("exit:"):
             self.event = what
             self.n._reap_group(signal.SIGKILL)
@@ -555,6 +547,9 @@ class _Pump:
             self.raw = True
             seg = s[i:]
         t = self.tail + seg
+        if self.await_prompt and b">>> " in t:
+            self.await_prompt = False
+            self.hold = False
         r, f = t.rfind(RAW_BANNER), t.rfind(FRIENDLY_BANNER)
         if r >= 0 or f >= 0:
             self.raw = r > f
