@@ -286,7 +286,8 @@ class SimNode:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout)
-        self._reap_group(signal.SIGKILL)
+            if self._thread.is_alive():
+                self._reap_group(signal.SIGKILL)
         self._cleanup()
         return self.returncode
 
@@ -413,8 +414,16 @@ class SimNode:
                     self._started.set()
                     return
                 self._started.set()
-                event, code = _Pump(self, m, raw_restart=raw).run()
-                os.close(m)
+                try:
+                    event, code = _Pump(self, m, raw_restart=raw).run()
+                except Exception as e:  # a bug of ours must not leave the process running
+                    self._reap_group(signal.SIGKILL)
+                    self._wait_pid(self.pid, 3.0)
+                    self._log("supervisor failed: %r" % e)
+                    self.returncode = 1
+                    return
+                finally:
+                    os.close(m)
                 if self._stop.is_set() or self._kill:
                     self.returncode = code
                     return
@@ -453,7 +462,20 @@ class SimNode:
             ms = 0
         if not self.serial:
             self._log("deep sleep %d ms" % ms)
-        return not self._stop.wait(ms / 1000.0)
+        end = time.monotonic() + ms / 1000.0
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            self._stop.wait(min(left, 0.05))
+            self._to_node.clear()     # a sleeping board hears nothing on its serial port
+            if self._master is not None:
+                try:
+                    while os.read(self._master, 4096):
+                        pass
+                except OSError:
+                    pass
+        return False
 
 
 class _Pump:
@@ -572,11 +594,15 @@ class _Pump:
         out = self.n.output
         for p in parts:
             text = self.n.prefix + p.rstrip(b"\r").decode("utf-8", "replace")
-            if out:
-                out(text)
-            else:
-                sys.stdout.write(text + "\n")
-                sys.stdout.flush()
+            try:
+                if out:
+                    out(text)
+                else:
+                    sys.stdout.write(text + "\n")
+                    sys.stdout.flush()
+            except OSError:   # stdout has gone (a closed pipe): nobody to run for
+                self.n._stop.set()
+                return
 
     # the loop ----------------------------------------------------------------------------------
 
@@ -761,7 +787,7 @@ def serve(nodes, ready=None):
     def on_signal(signum, frame):
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     started = []
     try:
         for n in nodes:
