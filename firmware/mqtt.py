@@ -64,11 +64,14 @@ def put_varlen(buf, off, n):
             return off
 
 
-def decode_varlen(buf, off=0):
-    """-> (value, offset after it). A continuation bit on the 4th byte is malformed."""
+def decode_varlen(buf, off=0, end=-1):
+    """-> (value, offset after it), reading buf[off:end]. A continuation bit on the 4th byte is
+    malformed; MQTTError("incomplete") when the bytes end before the number does."""
+    if end < 0:
+        end = len(buf)
     n = 0
     for i in range(4):
-        if off >= len(buf):
+        if off >= end:
             raise MQTTError("incomplete")
         b = buf[off]
         off += 1
@@ -117,10 +120,6 @@ def connect_packet(client_id, user=None, password=None, keepalive=60, will=None,
     return bytes([_CONNECT]) + encode_varlen(len(v)) + v
 
 
-def publish_header_size(topic, qos):
-    return 5 + 2 + len(topic) + (2 if qos else 0)
-
-
 def put_publish(buf, topic, plen, qos=0, retain=False, dup=False, pid=0):
     """Fixed header, topic and packet id of a PUBLISH (3.3) into buf; the payload (plen bytes)
     is sent after it. Returns the header's length."""
@@ -148,10 +147,6 @@ def subscribe_packet(pid, topic, qos=1):
     return bytes([_SUBSCRIBE]) + encode_varlen(len(v)) + v
 
 
-def puback_packet(pid):
-    return bytes((_PUBACK, 2, pid >> 8, pid & 0xFF))
-
-
 async def _shut(s):
     # MicroPython's Stream.close() is a no-op: wait_closed() is what closes the socket.
     s.close()
@@ -175,16 +170,20 @@ class MQTTClient:
         self.dead = asyncio.Event()
         self.reason = None  # why the last link ended: "no PINGRESP", "eof", "malformed", ...
         self._s = None
-        self._lock = asyncio.Lock()  # one writer at a time: Stream.drain() is not reentrant
         self._tasks = ()
-        # Preallocated: incoming packets are read into _ib (topic, then payload); outgoing
-        # PUBLISH headers are built in _ob and the payload is written from the caller's bytes.
-        self._ib = bytearray(max(max_payload, 64))
+        # Preallocated. Reads land in _ib and are parsed in place between _p and _e, so one
+        # socket read can serve several small packets; an outgoing PUBLISH is assembled in _ob.
+        self._ib = bytearray(max(max_payload, 128))
         self._imv = memoryview(self._ib)
-        self._ob = bytearray(80)
+        self._p = self._e = self._t = self._n = 0
+        self._ob = bytearray(max_payload + 80)  # grows once if a publish needs more
         self._omv = memoryview(self._ob)
         self._pa = bytearray(4)
         self._pa[0], self._pa[1] = _PUBACK, 2
+        # One writer at a time: Stream.drain() is not reentrant. A flag and an Event, because
+        # `async with asyncio.Lock()` allocates ~0.5 KB on every use.
+        self._wbusy = False
+        self._widle = asyncio.Event()
         # In-flight slots (QoS 1 PUBLISH and SUBSCRIBE), matched by packet id; pid 0 = free.
         self._pid = [0] * inflight
         self._st = [0] * inflight
@@ -203,6 +202,7 @@ class MQTTClient:
         self.dead.clear()
         self.reason = None
         self._s = stream
+        self._p = self._e = 0
         try:
             await asyncio.wait_for_ms(self._handshake(), timeout_ms)
         except Exception as e:
@@ -224,11 +224,13 @@ class MQTTClient:
         t, n = await self._head()
         if t != _CONNACK or n != 2:
             raise MQTTError("malformed")
-        await self._readn(2)
-        rc = self._ib[1]
+        await self._need(2)
+        p = self._p
+        self._p += 2
+        rc = self._ib[p + 1]
         if rc:
             raise MQTTError("refused: " + (_REFUSED[rc - 1] if rc <= 5 else "code %d" % rc))
-        self.session_present = bool(self._ib[0] & 1)
+        self.session_present = bool(self._ib[p] & 1)
 
     async def disconnect(self):
         """A clean stop: DISCONNECT, so the broker discards the will. Does not set `dead`."""
@@ -273,86 +275,111 @@ class MQTTClient:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def _send(self, a, b=None):
-        async with self._lock:
-            await self._out(a, b)
+    async def _send(self, pkt):
+        while self._wbusy:
+            self._widle.clear()
+            await self._widle.wait()
+        self._wbusy = True
+        await self._flush(pkt)
 
-    async def _out(self, a, b=None):
-        s = self._s
-        if s is None:
-            raise MQTTError("closed")
+    async def _flush(self, pkt):
+        """Writes pkt and drains; the caller has set _wbusy, this clears it."""
         try:
-            s.write(a)  # copies what the socket did not take, so buffers may be reused at once
-            if b:
-                s.write(b)
+            s = self._s
+            if s is None:
+                raise MQTTError("closed")
+            s.write(pkt)  # copies what the socket did not take: the buffers are free again
             await s.drain()
         except OSError:
             if self.connected:
                 self._fail("socket error")
             raise MQTTError("closed")
+        finally:
+            self._wbusy = False
+            self._widle.set()
 
-    async def _send_publish(self, topic, payload, qos, retain, dup, pid):
-        async with self._lock:
-            if publish_header_size(topic, qos) > len(self._ob):
-                self._ob = bytearray(publish_header_size(topic, qos))
-                self._omv = memoryview(self._ob)
-            n = put_publish(self._ob, topic, len(payload), qos, retain, dup, pid)
-            await self._out(self._omv[:n], payload)
+    def _stage(self, topic, payload, qos, retain, dup, pid):
+        """A PUBLISH in _ob, header and payload together: as two writes, Nagle's algorithm would
+        hold the payload until the broker's delayed ACK of the header, ~40 ms per publish."""
+        n = len(topic) + len(payload) + 9  # fixed header 5, topic length 2, packet id 2
+        if n > len(self._ob):
+            self._ob = bytearray(n)
+            self._omv = memoryview(self._ob)
+        n = put_publish(self._ob, topic, len(payload), qos, retain, dup, pid)
+        self._ob[n:n + len(payload)] = payload
+        return self._omv[:n + len(payload)]
+
+    def _slot(self):
+        """A free in-flight slot with a fresh packet id, or -1."""
+        for i in range(len(self._pid)):
+            if not self._pid[i]:
+                p = self._last_pid
+                while True:
+                    p = p % 65535 + 1
+                    if p not in self._pid:
+                        break
+                self._last_pid = self._pid[i] = p
+                return i
+        return -1
 
     async def _take(self):
-        """A free in-flight slot with a fresh packet id; waits while all are busy."""
         while True:
             if self._s is None:
                 raise MQTTError("closed")
-            for i in range(len(self._pid)):
-                if not self._pid[i]:
-                    p = self._last_pid
-                    while True:
-                        p = p % 65535 + 1
-                        if p not in self._pid:
-                            break
-                    self._last_pid = self._pid[i] = p
-                    return i
+            i = self._slot()
+            if i >= 0:
+                return i
             self._free.clear()
             await self._free.wait()
+
+    def _arm(self, i, timeout_ms):
+        # The ticker turns a passed deadline into _TIMEOUT: a wait_for per publish costs ~1 KB.
+        self._st[i] = _WAIT
+        self._dl[i] = ticks_add(ticks_ms(), timeout_ms)
+        self._ev[i].clear()
 
     def _release(self, i):
         self._pid[i] = 0
         self._free.set()
 
-    async def _await_ack(self, i):
-        # The ticker turns a passed deadline into _TIMEOUT; a wait_for per publish would cost ~1 KB.
-        await self._ev[i].wait()
-        st = self._st[i]
-        if st == _CLOSED:
-            raise MQTTError("closed")
-        return st
-
-    def _arm(self, i, timeout_ms):
-        self._st[i] = _WAIT
-        self._dl[i] = ticks_add(ticks_ms(), timeout_ms)
-        self._ev[i].clear()
-
     async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=10000):
         topic = _b(topic)
-        payload = _b(payload)
+        payload = _b(payload)  # str or bytes-like
+        if qos > 1:
+            raise ValueError("qos")
         if self._s is None:
             raise MQTTError("closed")
-        if not qos:
-            await self._send_publish(topic, payload, 0, retain, False, 0)
-            return
-        if qos != 1:
-            raise ValueError("qos")
-        i = await self._take()
+        i = -1
+        if qos:
+            i = self._slot()
+            if i < 0:
+                i = await self._take()
         try:
             for k in range(_TRIES):
-                self._arm(i, timeout_ms)
-                await self._send_publish(topic, payload, 1, retain, k > 0, self._pid[i])
-                if await self._await_ack(i) >= 0:
+                if qos:
+                    self._arm(i, timeout_ms)
+                while self._wbusy:  # _send() inlined: _ob may only be filled by the writer
+                    self._widle.clear()
+                    await self._widle.wait()
+                self._wbusy = True
+                try:
+                    pkt = self._stage(topic, payload, qos, retain, k > 0, self._pid[i] if qos else 0)
+                except Exception:  # a bad argument: give the writer back
+                    self._wbusy = False
+                    self._widle.set()
+                    raise
+                await self._flush(pkt)
+                if not qos:
                     return
+                await self._ev[i].wait()
+                if self._st[i] >= 0:
+                    return
+                if self._st[i] == _CLOSED:
+                    raise MQTTError("closed")
             raise MQTTError("timeout")
         finally:
-            self._release(i)
+            if qos:
+                self._release(i)
 
     async def subscribe(self, topic, qos=1, timeout_ms=10000):
         """Returns the granted QoS; MQTTError("refused: subscribe") on 0x80."""
@@ -362,9 +389,10 @@ class MQTTClient:
         try:
             self._arm(i, timeout_ms)
             await self._send(subscribe_packet(self._pid[i], topic, qos))
-            rc = await self._await_ack(i)
+            await self._ev[i].wait()
+            rc = self._st[i]
             if rc < 0:
-                raise MQTTError("timeout")
+                raise MQTTError("closed" if rc == _CLOSED else "timeout")
             if rc & 0x80:
                 raise MQTTError("refused: subscribe")
             return rc
@@ -391,8 +419,8 @@ class MQTTClient:
                     return
             elif late >= 0:
                 # Never await the network here: a stalled socket must not stall the watchdog.
-                # With the lock free nobody is in drain(), so a bare write() cannot interleave.
-                if not self._lock.locked():
+                # With no writer busy nobody is in drain(), so a bare write() cannot interleave.
+                if not self._wbusy:
                     try:
                         self._s.write(_PINGREQ)
                     except OSError:
@@ -407,16 +435,22 @@ class MQTTClient:
     async def _reader(self):
         try:
             while True:
-                t, n = await self._head()
+                while not self._hdr():
+                    await self._need(self._e - self._p + 1)
+                t, n = self._t, self._n
                 self._ping_out = False  # any packet shows the broker is alive
                 k = t & 0xF0
                 if k == _PUBLISH:
                     await self._on_publish(t, n)
-                elif k == _PUBACK or k == _SUBACK:
+                    continue
+                if k == _PUBACK or k == _SUBACK:
                     if n < 2 or n > len(self._ib) or (k == _SUBACK and n < 3):
                         raise MQTTError("malformed")
-                    await self._readn(n)
-                    self._ack((self._ib[0] << 8) | self._ib[1], self._ib[2] if k == _SUBACK else 0)
+                    if self._e - self._p < n:
+                        await self._need(n)
+                    p = self._p
+                    self._ack((self._ib[p] << 8) | self._ib[p + 1], self._ib[p + 2] if k == _SUBACK else 0)
+                    self._p += n
                 elif k == _PINGRESP:
                     await self._skip(n)
                 else:
@@ -437,24 +471,28 @@ class MQTTClient:
         qos = (t >> 1) & 3
         if qos > 1:  # we subscribe at QoS 0/1 only, so the broker may not send QoS 2 (3.8.4)
             raise MQTTError("malformed")
-        await self._readn(2)
-        tl = (self._ib[0] << 8) | self._ib[1]
+        await self._need(2)
+        tl = (self._ib[self._p] << 8) | self._ib[self._p + 1]
+        self._p += 2
         size = n - 2 - tl - (2 if qos else 0)
         if size < 0:
             raise MQTTError("malformed")
         topic = None
         if tl <= len(self._ib):
-            await self._readn(tl)
-            topic = str(self._imv[:tl], "utf-8")
+            await self._need(tl)
+            topic = str(self._imv[self._p:self._p + tl], "utf-8")
+            self._p += tl
         else:  # a topic longer than our buffer: acknowledge it but deliver nothing
             await self._skip(tl)
         pid = 0
         if qos:
-            await self._readn(2)
-            pid = (self._ib[0] << 8) | self._ib[1]
+            await self._need(2)
+            pid = (self._ib[self._p] << 8) | self._ib[self._p + 1]
+            self._p += 2
         if size <= self.max_payload:
-            await self._readn(size)
-            payload = bytes(self._imv[:size])
+            await self._need(size)
+            payload = bytes(self._imv[self._p:self._p + size])
+            self._p += size
         else:  # read and drop, so the stream stays in step; the node answers "payload too large"
             await self._skip(size)
             payload = b""
@@ -476,33 +514,50 @@ class MQTTClient:
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def _readn(self, n):
-        """Exactly n bytes into _ib[0:n], however the stream splits them."""
-        mv = self._imv
-        o = 0
-        while o < n:
-            k = await self._s.readinto(mv[o:n])
+    async def _need(self, n):
+        """Until n unparsed bytes are in _ib[_p:_e] (n <= len(_ib)), however the stream splits them."""
+        ib = self._ib
+        while self._e - self._p < n:
+            if self._p == self._e:
+                self._p = self._e = 0
+            elif self._p + n > len(ib):
+                # Rare: a packet straddles the end of the buffer. The copy avoids an overlapping
+                # slice assignment.
+                k = self._e - self._p
+                ib[:k] = bytes(self._imv[self._p:self._e])
+                self._p, self._e = 0, k
+            k = await self._s.readinto(self._imv[self._e:])
             if k is None:
                 continue
             if not k:
                 raise MQTTError("eof")
-            o += k
+            self._e += k
 
     async def _skip(self, n):
-        while n:
-            k = min(n, len(self._ib))
-            await self._readn(k)
+        while True:
+            k = min(n, self._e - self._p)
+            self._p += k
             n -= k
+            if not n:
+                return
+            await self._need(min(n, len(self._ib)))
 
     async def _head(self):
-        """Fixed header: (first byte, Remaining Length), read byte by byte (2.2)."""
-        await self._readn(1)
-        t = self._ib[0]
-        n = 0
-        for i in range(4):
-            await self._readn(1)
-            b = self._ib[0]
-            n |= (b & 0x7F) << (7 * i)
-            if not b & 0x80:
-                return t, n
-        raise MQTTError("malformed")
+        """Fixed header (2.2): (first byte, Remaining Length)."""
+        while not self._hdr():
+            await self._need(self._e - self._p + 1)
+        return self._t, self._n
+
+    def _hdr(self):
+        # Sync, so that a header already in the buffer costs no coroutine.
+        p = self._p
+        if self._e - p < 2:
+            return False
+        try:
+            self._n, self._p = decode_varlen(self._ib, p + 1, self._e)
+        except MQTTError as e:
+            if e.args[0] != "incomplete":
+                raise
+            return False
+        self._t = self._ib[p]
+        return True
