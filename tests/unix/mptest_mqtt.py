@@ -460,3 +460,27 @@ async def test_bad_payload_does_not_block_the_writer():
     s.feed(b"\x40\x02\x00\x02")
     await t
     await c.disconnect()
+
+
+async def test_many_packets_per_read_and_one_straddling_the_buffer_end():
+    got = []
+    c, s = await up(max_payload=16)   # receive buffer: max(16, 128) = 128 bytes
+    c.on_message = lambda t, p, n: got.append((t, p, n))
+    t1 = asyncio.create_task(c.publish("a", b"1", 1))
+    t2 = asyncio.create_task(c.publish("a", b"2", 1))
+    await until(lambda: len(s.out) == 16)
+    s.take()
+    # One read: PUBACK 2, PUBACK 1, then 57 PINGRESPs -> 4 + 4 + 114 = 122 bytes, then a QoS 0
+    # PUBLISH "t"/16 bytes: Remaining Length = 2 + 1 + 16 = 19, 21 bytes in all. Its first 6
+    # bytes fill the buffer to its end (128): header 2, topic 3, and 1 payload byte, which has
+    # to move to the front before the other 15 are read behind it.
+    pub = b"\x30\x13\x00\x01t" + b"0123456789abcdef"
+    s.feed(b"\x40\x02\x00\x02\x40\x02\x00\x01" + b"\xd0\x00" * 57 + pub)
+    await t1
+    await t2
+    await until(lambda: got)
+    assert got == [("t", b"0123456789abcdef", 16)]
+    s.feed(pub * 3)   # and three in one read
+    await until(lambda: len(got) == 4)
+    assert c.connected
+    await c.disconnect()
