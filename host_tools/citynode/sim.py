@@ -192,6 +192,19 @@ def _set_raw(fd, isig=False):
         termios.tcsetattr(fd, termios.TCSANOW, a)
 
 
+_FUTEX = {"x86_64": "202", "aarch64": "98", "armv7l": "240", "i686": "240"}.get(os.uname().machine)
+
+
+def _parked(pid):
+    """True when the process sleeps in a system call (not a futex): no interpreter lock held."""
+    try:
+        with open("/proc/%d/syscall" % pid) as f:
+            nr = f.read().split(None, 1)[0]
+    except (OSError, IndexError):
+        return True   # nothing to go by (no /proc): deliver at once
+    return nr.isdigit() and nr != _FUTEX
+
+
 def _partial(buf, pat):
     """Length of the longest suffix of buf that is a proper prefix of pat."""
     for k in range(min(len(pat) - 1, len(buf)), 0, -1):
@@ -492,6 +505,7 @@ class _Pump:
         self.raw = False
         self.hold = True                    # client input waits until the node can take it
         self.await_prompt = False
+        self.cc_since = None                # when a Ctrl-C started waiting for a safe moment
         self.suppress = raw_restart         # after the bootstrap, until the raw REPL banner
         self.raw_restart = raw_restart
         self.sup = b""
@@ -606,6 +620,29 @@ class _Pump:
 
     # the loop ----------------------------------------------------------------------------------
 
+    def write_node(self, buf, k, now):
+        """Write up to k bytes of buf to the node; how many went. A Ctrl-C goes only while the
+        process is parked in a system call: the unix port raises KeyboardInterrupt straight from
+        its SIGINT handler (a longjmp), and one that lands while the interpreter holds its GC or
+        qstr lock (compiling, allocating) leaves the lock taken and the process deadlocked on
+        its next allocation. A board raises it at the next bytecode instead; this is as close."""
+        chunk = bytes(buf[:k])
+        if chunk[:1] == b"\x03":
+            if self.cc_since is None:
+                self.cc_since = now
+            if not _parked(self.n.pid) and now - self.cc_since < 2.0:
+                return 0
+            self.cc_since = None
+            i = chunk.find(b"\x03", 1)
+        else:
+            i = chunk.find(b"\x03")
+        if i > 0:
+            chunk = chunk[:i]
+        try:
+            return os.write(self.m, chunk)
+        except OSError:
+            return 0
+
     def check_client(self, now):
         if self.a is None or now < self.next_hup_check:
             return
@@ -659,17 +696,15 @@ class _Pump:
             timeout = 0.01 if self.a is not None else 0.1
             # to the node: injected bytes, then the client's (at the wire's pace)
             if alive and self.inject:
-                try:
-                    del self.inject[:os.write(m, self.inject)]
-                except OSError:
-                    pass
+                del self.inject[:self.write_node(self.inject, len(self.inject), now)]
+                if self.inject:
+                    timeout = min(timeout, 0.001)
             if alive and self.to_node and not self.hold and not self.inject:
                 k = self.up.ready(now, len(self.to_node))
                 if k > 0:
-                    try:
-                        w = os.write(m, self.to_node[:k])
-                    except OSError:
-                        w = 0
+                    w = self.write_node(self.to_node, k, now)
+                    if w == 0 and self.cc_since is not None:
+                        timeout = min(timeout, 0.001)
                     del self.to_node[:w]
                     self.up.sent(w, len(self.to_node))
                     n.wire["to_node"] += w
