@@ -484,3 +484,32 @@ async def test_many_packets_per_read_and_one_straddling_the_buffer_end():
     await until(lambda: len(got) == 4)
     assert c.connected
     await c.disconnect()
+
+
+async def test_stalled_write_is_a_dead_link():
+    class Stuck(FakeStream):
+        # A broker that stopped reading: the socket's send buffer is full and drain() waits
+        # until the socket is closed, which wakes it with EBADF as on the unix port.
+        stall = False
+
+        async def drain(self):
+            while self.stall and not self.closed:
+                self._ev.clear()
+                await self._ev.wait()
+            if self.closed:
+                raise OSError(9)
+
+    c = MQTTClient("c", keepalive=2)   # PINGREQ due at 1 s
+    s = Stuck()
+    s.feed(CONNACK_OK)
+    await c.connect(s)
+    s.take()
+    s.stall = True
+    t0 = time.ticks_ms()
+    await araises(c.publish("a", b"x" * 100), "closed")   # stuck in drain until the link ends
+    took = time.ticks_diff(time.ticks_ms(), t0)
+    # the ping could not go out while the writer held the socket; keepalive/2 after it was due
+    # the watchdog gave up: at 1 s + 1 s
+    assert 1900 <= took < 2600, took
+    assert c.reason == "write stalled" and c.dead.is_set() and s.closed
+    assert b"\xc0\x00" not in s.out
