@@ -72,11 +72,12 @@ def read_image(path):
         raise CheckFailed("cannot read %s: %s" % (path, e.strerror or e))
 
 
-def flash(port, firmware, erase=False, baud=460800, banner_timeout=20.0, esptool_out=None):
+def flash(port, firmware, erase=False, baud=460800, banner_timeout=20.0, esptool_out=None, redirect=True):
     """Detect the chip on `port`, check `firmware` is for it, optionally erase, write it
     compressed at the chip's offset, verify its MD5, hard-reset and wait for the banner.
     esptool's own progress goes to `esptool_out` (stderr by default) so that stdout stays
-    ours. Returns {"chip", "offset", "bytes", "erased", "version", "machine"}."""
+    ours (redirect=False: the caller has already taken care of stdout, e.g. several flashes in
+    threads). Returns {"chip", "offset", "bytes", "erased", "version", "machine"}."""
     from esptool import cmds
     from esptool.util import FatalError
     from serial import SerialException
@@ -85,7 +86,7 @@ def flash(port, firmware, erase=False, baud=460800, banner_timeout=20.0, esptool
     name = Path(firmware).name
     image_chip_id(data, name)  # not an image at all: say so before touching the port
     out = esptool_out or sys.stderr
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out) if redirect else contextlib.nullcontext():
         try:
             esp = cmds.detect_chip(port, connect_attempts=3)
         except (FatalError, SerialException, OSError) as e:

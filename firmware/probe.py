@@ -1,0 +1,147 @@
+"""What the host's field test and calibration run on the node over the raw REPL: every configured
+sensor read n times through the real drivers, the gas sensors' Rs, and the Wi-Fi link. Prints
+one line, "PROBE {json}", and changes nothing on the node.
+
+    import probe
+    probe.run(5)                         # PROBE {"sensors": {"water": {"values": {...}}}, "wifi": ...}
+    probe.run(7, ["water"], wifi_check=False)
+"""
+import asyncio
+import json
+import time
+
+import board
+import config
+import drivers
+import persist
+
+
+def _code(e):
+    if isinstance(e, drivers.SensorError):
+        return e.code
+    if isinstance(e, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(e, OSError):
+        return "not_found" if e.args and e.args[0] in (19, 110, 116) else "io_error"
+    return "error: %r" % e
+
+
+def _count(d, k):
+    d[k] = d.get(k, 0) + 1
+
+
+def load():
+    raw = persist.read_json("config.json")
+    profile = persist.read_json("boards/%s.json" % raw.get("board"))
+    return config.validate(raw, profile), profile
+
+
+async def _read(s, c, values, up_ms):
+    if hasattr(s, "measure_rs"):
+        # MQ: its heater is powered with the board, so warm-up runs from power-up, not from this
+        # driver object; read it through the driver's public parts (Rs, then the curve).
+        import drivers.mq as mq
+        left = c["preheat_s"] * 1000 - up_ms if up_ms is not None else 0
+        if left > 0:
+            raise drivers.SensorError("warming_up")
+        rs = await s.measure_rs()
+        values[c["gas"] + "_ppm"] = round(mq.ppm(rs / c["r0_kohm"], *mq.CURVES[c["type"]][c["gas"]]), 2)
+        return None
+    return await asyncio.wait_for_ms(s.read(values), 15000)
+
+
+async def _one(s, c, r, values, rs, up_ms):
+    if s is None:
+        return
+    mine = {}
+    try:
+        if rs and hasattr(s, "measure_rs"):
+            # Calibration: Rs itself, whatever the warm-up (the host judges the drift).
+            import drivers.mq as mq
+            x = await s.measure_rs()
+            r["values"].setdefault("rs_kohm", []).append(x)
+            r["values"].setdefault(c["gas"] + "_ppm", []).append(mq.ppm(x / c["r0_kohm"], *mq.CURVES[c["type"]][c["gas"]]))
+            return
+        if c["type"] == "hcsr04" and "air_temp_c" in values:
+            mine["air_temp_c"] = values["air_temp_c"]
+        k = await _read(s, c, mine, up_ms)
+        if k is not None:
+            r["kept"].append(k)
+        for q in mine:
+            if q not in values:
+                values[q] = mine[q]
+                r["values"].setdefault(q, []).append(mine[q])
+    except Exception as e:
+        _count(r["errors"], _code(e))
+
+
+async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False, up_ms=None):
+    confs = [c for c in cfg["sensors"] if not names or c["name"] in names]
+    out, made = {}, {}
+    warm = 0
+    for c in confs:
+        r = out[c["name"]] = {"type": c["type"], "values": {}, "errors": {}, "kept": []}
+        try:
+            s = made[c["name"]] = drivers.make(c, hw)
+        except Exception as e:
+            r["errors"][_code(e)] = n
+            continue
+        if hasattr(s, "wake"):
+            # The node may have put a PM sensor to sleep between its cycles: wake it and give the
+            # fan its warm-up, as the node itself does before a reading.
+            await s.wake()
+            warm = max(warm, s.warmup_ms)
+            r["warmup_ms"] = s.warmup_ms
+    if warm:
+        await asyncio.sleep_ms(warm)
+    air = [c for c in confs if c["type"] in ("bme280", "dht22")]
+    rest = [c for c in confs if c not in air]
+    for i in range(n):
+        if i:
+            await asyncio.sleep_ms(gap_ms)
+        values = {}
+        # Air first, as the node does: the HC-SR04 corrects the speed of sound with its
+        # temperature. The rest in parallel (separate buses): a PM reading takes seconds.
+        for c in air:
+            await _one(made.get(c["name"]), c, out[c["name"]], values, rs, up_ms)
+        await asyncio.gather(*[_one(made.get(c["name"]), c, out[c["name"]], values, rs, up_ms) for c in rest])
+    # PM sensors are left awake: the node's next driver assumes a sensor powered with the board.
+    return out
+
+
+def wifi(cfg, connect_ms=15000):
+    if board.SIM:
+        return None
+    import network
+    w = network.WLAN(network.STA_IF)
+    d = {"ssid": cfg["wifi"]["ssid"], "was_connected": w.isconnected()}
+    t0 = time.ticks_ms()
+    if not w.isconnected():
+        w.active(True)
+        w.connect(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
+        while not w.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < connect_ms:
+            time.sleep_ms(200)
+    st = w.status()
+    d["connected"] = w.isconnected()
+    d["status"] = [k for k in dir(network) if k.startswith("STAT_") and getattr(network, k) == st] or [st]
+    if d["connected"]:
+        d["connect_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+        d["rssi"] = w.status("rssi")
+        d["ip"] = w.ifconfig()[0]
+    return d
+
+
+def run(n=5, names=None, wifi_check=True, gap_ms=200, rs=False):
+    cfg, profile = load()
+    hw = board.open(profile)
+    # ESP32: ms since power-up, what an MQ heater's warm-up counts from. The unix port's ticks
+    # count from the host's boot, so the virtual node's sensors are taken as warm.
+    up = None if board.SIM else time.ticks_ms()
+    res = {"node_id": cfg["node_id"], "sim": board.SIM, "up_ms": up,
+           "sensors": asyncio.run(sensors(cfg, hw, n, names, gap_ms, rs, up))}
+    if rs:
+        import drivers.mq as mq
+        res["clean_air"] = mq.CLEAN_AIR
+    if wifi_check:
+        res["wifi"] = wifi(cfg)
+    print("PROBE " + json.dumps(res))
