@@ -36,7 +36,7 @@ def flash_dir(tmp):
 
 
 def run(d, broker, heap, cycles):
-    shutil.rmtree(d / "outbox", ignore_errors=True)
+    shutil.rmtree(d / "outbox.d", ignore_errors=True)
     p = subprocess.run([MP, "-X", "heapsize=%s" % heap, "node_cycles_mp.py", broker.host, str(broker.port), str(cycles)],
                        cwd=str(d), capture_output=True, text=True, timeout=600)
     if p.returncode != 0:

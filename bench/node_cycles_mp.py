@@ -34,7 +34,7 @@ async def main(host, port, cycles):
     profile = persist.read_json("boards/%s.json" % raw["board"])
     cfg = config.validate(raw, profile)
     hw = board.open(profile)
-    ob = outbox.Outbox("outbox", cfg["outbox_kb"])
+    ob = outbox.Outbox("outbox.d", cfg["outbox_kb"])
     n = node.Node(cfg, profile, hw, 0, "power", ob, None, lambda: int(time.time()), lambda m: None, raw,
                   broker=(host, port))
     probe = GcProbe()

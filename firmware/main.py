@@ -8,6 +8,9 @@ import board
 import config
 import persist
 
+# Not "outbox": MicroPython would import a directory of that name in place of outbox.py.
+OUTBOX_DIR = "outbox.d"
+
 
 def log(msg):
     print("citynode:", msg)
@@ -70,7 +73,18 @@ def broker_override():
     return h, int(p)
 
 
+def seed_random():
+    # Without a seed every virtual node would draw the same backoff sequence: a reconnect storm.
+    import os
+    import random
+    try:
+        random.seed(int.from_bytes(os.urandom(4), "little"))
+    except (AttributeError, OSError):
+        pass
+
+
 def main():
+    seed_random()
     try:
         raw, cfg, profile = load()
     except Exception as e:
@@ -90,7 +104,7 @@ def main():
     ob_err = None
     try:
         import outbox
-        ob = outbox.Outbox("outbox", cfg["outbox_kb"])
+        ob = outbox.Outbox(OUTBOX_DIR, cfg["outbox_kb"])
     except Exception as e:
         ob, ob_err = None, "outbox: %s" % e
         log("%s: publishing live only" % ob_err)

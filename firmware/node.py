@@ -242,7 +242,9 @@ class Node:
                 if await self._drain_once(c):
                     continue
             except Exception as e:
-                # The link layer sees the dead link and reconnects; the records stay stored.
+                # The link layer sees the dead link and reconnects; the records stay stored,
+                # and no PUBACK will come for the batch in flight: send it again from the oldest.
+                self._rewind()
                 self.log("publish: %s" % (e,))
                 await asyncio.sleep_ms(200)
                 continue
@@ -251,6 +253,18 @@ class Node:
             except asyncio.TimeoutError:
                 pass
             self._kick.clear()
+
+    def _rewind(self):
+        if self.outbox is not None:
+            self.outbox.rewind()
+
+    def flush(self):
+        """Before a reset or a deep sleep: store the outbox's ack position, so nothing repeats."""
+        if self.outbox is not None:
+            try:
+                self.outbox.flush()
+            except OSError:
+                pass
 
     async def _drain_once(self, c):
         """Publish the oldest stored records; True if there was something to send."""
@@ -336,6 +350,7 @@ class Node:
     async def _reboot(self):
         self.log("reboot requested")
         await self.link.stop((self.t_status, telemetry.status(False)))
+        self.flush()
         self.hw.reset()
 
     def pending(self):
@@ -389,11 +404,13 @@ class Node:
                     if not await self._drain_once(self.link.client):
                         break
                 except Exception:
+                    self._rewind()
                     await asyncio.sleep_ms(200)
             else:
                 await asyncio.sleep_ms(100)
         await self.link.stop()
         lt.cancel()
+        self.flush()
 
     def deinit(self):
         for t in self._tasks:

@@ -1,6 +1,6 @@
 """The outbox: readings not yet acknowledged by the broker, in an append-only log on flash.
 
-    ob = Outbox("outbox", max_kb=64)
+    ob = Outbox("outbox.d", max_kb=64)
     ob.append(b'{"boot":12,"seq":431,...}')      # on flash when it returns
     for rec in ob.peek(10): publish(rec)         # QoS 1; then ob.ack(1) per PUBACK, in order
 
@@ -42,7 +42,7 @@ class Outbox:
     Sending: peek(n) a batch, publish it in order, ack(1) per PUBACK (or ack(k) for k of them);
     call rewind() when the connection is lost, since no PUBACK can come for the rest."""
 
-    def __init__(self, path="outbox", max_kb=64, seg_kb=4, ack_every=16):
+    def __init__(self, path="outbox.d", max_kb=64, seg_kb=4, ack_every=16):
         self.path = path.rstrip("/")
         self._max = max_kb * 1024
         self._segmax = min(max(seg_kb * 1024, self._max // _MAX_SEGS), self._max // _MIN_SEGS)

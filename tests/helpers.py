@@ -108,7 +108,7 @@ class Sub:
         import threading
         import paho.mqtt.client as mqtt
         self.msgs = []
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
                              clean_session=clean)
         self.c.on_message = self._on

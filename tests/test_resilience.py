@@ -25,7 +25,7 @@ def stored_readings(flash):
     cwd = os.getcwd()
     os.chdir(flash)
     try:
-        ob = ob_mod.Outbox("outbox", 64)
+        ob = ob_mod.Outbox("outbox.d", 64)
         recs = ob.peek(100000)
     finally:
         os.chdir(cwd)
@@ -192,7 +192,7 @@ def test_full_flash_keeps_publishing_live_and_reports(broker, tmp_path):
         pytest.skip("needs root to mount a tiny tmpfs as the node's outbox")
     cfg = sim_config("enospc-01", interval=0.5, keepalive=10, sensors=[{"name": "air", "type": "bme280"}])
     node = VNode(tmp_path, cfg, broker)
-    ob = node.flash / "outbox"
+    ob = node.flash / "outbox.d"
     ob.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(ob)], check=True)
     try:

@@ -45,6 +45,12 @@ class FakeOutbox:
     def ack(self, n):
         del self.recs[:n]
 
+    def rewind(self):
+        pass
+
+    def flush(self):
+        pass
+
     def __len__(self):
         return len(self.recs)
 
