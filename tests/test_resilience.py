@@ -196,13 +196,13 @@ def test_full_flash_keeps_publishing_live_and_reports(broker, tmp_path):
     ob.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(ob)], check=True)
     try:
-        with open(ob / "filler", "wb") as f:  # the flash is full: every write fails with ENOSPC
-            try:
-                while True:
-                    f.write(b"\0" * 1024)
-                    f.flush()
-            except OSError:
+        fd = os.open(ob / "filler", os.O_WRONLY | os.O_CREAT)  # fill it: every write now fails ENOSPC
+        try:
+            while os.write(fd, b"\0" * 512):
                 pass
+        except OSError:
+            pass
+        os.close(fd)
         with Sub(broker, "city/enospc-01/telemetry") as sub:
             node.start()
             wait_for(lambda: len(sub.json("/telemetry")) >= 5, 30, what="5 live readings")
