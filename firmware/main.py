@@ -5,7 +5,6 @@ import sys
 import time
 
 import board
-import config
 import persist
 
 # Not "outbox": MicroPython would import a directory of that name in place of outbox.py.
@@ -27,6 +26,7 @@ def load():
     profile = persist.read_json("boards/%s.json" % name) if isinstance(name, str) else None
     if profile is None:
         raise ValueError("board: no profile boards/%s.json on this node" % name)
+    import config
     return raw, config.validate(raw, profile), profile
 
 
@@ -73,6 +73,12 @@ def broker_override():
     return h, int(p)
 
 
+def unload(name):
+    import gc
+    sys.modules.pop(name, None)
+    gc.collect()
+
+
 def seed_random():
     # Without a seed every virtual node would draw the same backoff sequence: a reconnect storm.
     import os
@@ -89,6 +95,8 @@ def main():
         raw, cfg, profile = load()
     except Exception as e:
         raw, cfg, profile = safe_mode(str(e))
+    unload("config")  # validated: the node runs without the validator's ~20 KB in RAM
+    import node
     hw = board.open(profile)
     pin = cfg.get("safe_pin", profile.get("safe_pin"))
     if pin is not None and hw.safe_pin_low(pin):
@@ -99,7 +107,6 @@ def main():
     rtc = persist.read_json("rtc.json") if deep and reset == "deepsleep" else None
     boot = rtc["boot"] if rtc else persist.next_boot()
     import clock
-    import node
     clk = clock.Clock(synced=board.SIM)  # the virtual node runs on the host's synchronised clock
     ob_err = None
     try:

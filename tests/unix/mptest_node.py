@@ -246,3 +246,9 @@ def test_backoff_full_jitter_bounds():
         ds = [link.backoff_ms(attempt, refused=True) for _ in range(100)]
         assert min(ds) >= 15000  # a refusing broker: never more than 4 tries a minute
     assert max(link.backoff_ms(20, cap_ms=4000) for _ in range(100)) <= 4000
+
+
+def test_driver_registry_matches_config():
+    import drivers
+    for t in config.SENSORS:
+        assert drivers._ALIAS.get(t, t) == config.SENSORS[t][0], t
