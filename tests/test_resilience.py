@@ -213,3 +213,19 @@ def test_full_flash_keeps_publishing_live_and_reports(broker, tmp_path):
     finally:
         node.kill()
         subprocess.run(["umount", "-l", str(ob)])
+
+
+def test_deep_sleep_wakes_keep_the_readings_identity(broker, tmp_path):
+    cfg = sim_config("sleepy-01", interval=1, keepalive=10, sensors=[{"name": "air", "type": "bme280"}],
+                     power={"deep_sleep": True})
+    with Sub(broker, "city/sleepy-01/telemetry", "city/sleepy-01/status") as sub:
+        node = VNode(tmp_path, cfg, broker).start()
+        try:
+            wait_for(lambda: len(sub.json("/telemetry")) >= 3, 40, what="3 wakes")
+        finally:
+            node.kill()
+        ts = sub.json("/telemetry")
+        # One reading per wake; a wake is not a new boot: boot stays, seq goes on.
+        assert [(d["boot"], d["seq"]) for d in ts[:3]] == [(0, 0), (0, 1), (0, 2)]
+        resets = [d.get("reset") for d in sub.json("/status") if d["state"] == "online"]
+        assert resets[0] == "power" and "deepsleep" in resets[1:]
