@@ -18,22 +18,32 @@ class CommandError(ValueError):
         self.id = cid
 
 
-def _rounded(values):
-    # Two decimals are well below every sensor's resolution; avoids 27.099999999 on the wire.
-    out = {}
-    for k in values:
-        v = values[k]
-        out[k] = round(v, 2) if isinstance(v, float) else v
-    return out
+def num(v):
+    """A reading as JSON text. Two decimals are below every sensor's resolution, and MicroPython's
+    float repr is not the shortest one (81.9 prints as 81.90000000000001), so format it here.
+    None for NaN and infinities, which JSON cannot carry."""
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return None
+        t = "%.2f" % v
+        t = t.rstrip("0")
+        return t + "0" if t[-1] == "." else t
+    return str(v)
 
 
 def reading(boot, seq, ts, up, values, errors, kept=None):
-    d = {"boot": boot, "seq": seq, "ts": ts, "up": up, "values": _rounded(values)}
+    vals = []
+    for k in values:
+        t = num(values[k])
+        if t is not None:
+            vals.append('"%s":%s' % (k, t))
+    out = '{"boot":%d,"seq":%d,"ts":%s,"up":%d,"values":{%s}' % (
+        boot, seq, "null" if ts is None else "%d" % ts, up, ",".join(vals))
     if errors:
-        d["errors"] = errors
+        out += ',"errors":' + json.dumps(errors)
     if kept:
-        d["kept"] = kept
-    return json.dumps(d).encode()
+        out += ',"kept":' + json.dumps(kept)
+    return (out + "}").encode()
 
 
 def event(boot, seq, ts, name, detail):

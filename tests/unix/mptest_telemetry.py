@@ -13,6 +13,15 @@ def test_reading_fields_and_rounding():
     assert "errors" not in d  # left out when empty
 
 
+def test_reading_numbers_are_short_and_valid_json():
+    b = telemetry.reading(1, 2, 3, 4, {"pm10_ugm3": 81.9, "a_ugm3": 77.59999999999999, "b_cm": 50.0,
+                                       "c_c": -3.456, "n_ppm": 7, "bad_x": float("nan")}, {})
+    body = b.split(b'"values":{')[1].split(b"}")[0]
+    assert sorted(body.split(b",")) == [b'"a_ugm3":77.6', b'"b_cm":50.0', b'"c_c":-3.46', b'"n_ppm":7',
+                                        b'"pm10_ugm3":81.9'], b
+    assert json.loads(b)["values"]["pm10_ugm3"] == 81.9
+
+
 def test_reading_with_errors_null_ts_and_kept():
     d = json.loads(telemetry.reading(0, 0, None, 1, {}, {"pm": "timeout"}, {"water": 6}))
     assert d["ts"] is None and d["errors"] == {"pm": "timeout"} and d["kept"] == {"water": 6}
