@@ -26,7 +26,7 @@ class VNode:
         self.flash.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         (Path(tmp) / (cfg["node_id"] + ".json")).write_text(json.dumps(cfg))
-        self.args = [sys.executable, "-m", "citynode.cli", "sim", "--flash", str(self.flash),
+        self.args = [sys.executable, "-m", "citynode", "sim", "--flash", str(self.flash),
                      "--config", str(Path(tmp) / (cfg["node_id"] + ".json")), "--broker", broker.address]
         if scenario is not None:
             sp = Path(tmp) / (cfg["node_id"] + "-sim.json")

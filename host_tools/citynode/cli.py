@@ -62,6 +62,3 @@ _register()
 
 __all__ = ["main", "Ctx", "CitynodeError", "common"]
 
-
-if __name__ == "__main__":
-    main()

@@ -28,7 +28,7 @@ def start_nodes(broker, configs, flash_root):
         flash = flash_root / node_id
         shutil.rmtree(flash, ignore_errors=True)  # a fresh factory flash: the demo shows boot 0
         flash.mkdir(parents=True)
-        cmd = [sys.executable, "-m", "citynode.cli", "sim", "--flash", str(flash), "--config", str(cfg),
+        cmd = [sys.executable, "-m", "citynode", "sim", "--flash", str(flash), "--config", str(cfg),
                "--broker", broker.address]
         if SCENARIO.exists():
             cmd += ["--scenario", str(SCENARIO)]
