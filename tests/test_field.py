@@ -3,6 +3,7 @@ firmware and drivers on the MicroPython unix port behind a pseudo-terminal) and 
 Mosquitto; the judging of readings (ranges, spread, Wi-Fi on an ESP32) on crafted probe results."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +14,27 @@ import pytest
 from click.testing import CliRunner
 
 from citynode import calibrate, fieldtest, monitor
+from citynode.sim import install_firmware
 from citynode.cli import main
 from helpers import free_port
 
 CITYNODE = str(Path(sys.executable).with_name("citynode"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def firmware_tree(dst):
+    """firmware/ and boards/ as committed (git HEAD), or as they are when this is no checkout:
+    the virtual nodes run a consistent firmware while people edit the working tree."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "firmware", "boards"],
+                             capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dst)], input=tar, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copytree(ROOT / "firmware", dst / "firmware", dirs_exist_ok=True)
+        shutil.copytree(ROOT / "boards", dst / "boards", dirs_exist_ok=True)
+    return dst
 
 SENSORS = [{"name": "water", "type": "hcsr04", "mount_height_cm": 300.0},
            {"name": "pm", "type": "pms5003", "warmup_s": 1, "frames": 1},
@@ -36,6 +54,7 @@ class Sim:
 
     def __init__(self, tmp, broker, cfg, scenario=None):
         self.flash = Path(tmp) / ("flash-" + cfg["node_id"])
+        install_firmware(self.flash, firmware_tree(Path(tmp) / "fw"))
         cp = Path(tmp) / (cfg["node_id"] + ".json")
         cp.write_text(json.dumps(cfg))
         args = [CITYNODE, "sim", "--serial", "--flash", str(self.flash), "--config", str(cp),

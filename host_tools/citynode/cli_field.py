@@ -8,11 +8,20 @@ from .cli import common
 from .errors import CitynodeError
 
 
-def _port(ctx):
-    port = ctx.obj.port
-    if not port:
-        raise click.UsageError("no serial port: give --port or set CITYNODE_PORT")
-    return port
+def _port(ctx, boards_only=False):
+    """--port / CITYNODE_PORT, or the only node-looking port there is (as the USB commands do);
+    `flash` looks at real boards only: a virtual node has no bootloader."""
+    if ctx.obj.port:
+        return ctx.obj.port
+    from . import ports
+    found = [p for p in ports.candidates() if not boards_only or p["kind"] == "esp32"]
+    what = "ESP32 board" if boards_only else "ESP32 board or virtual node"
+    if len(found) == 1:
+        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
+        return found[0]["port"]
+    if not found:
+        raise click.UsageError("no port given and no %s found; use --port" % what)
+    raise click.UsageError("several possible nodes (%s); choose one with --port" % ", ".join(p["port"] for p in found))
 
 
 def _print_json(doc):
@@ -38,7 +47,7 @@ def flash_cmd(ctx, firmware, erase, baud):
     """Write a MicroPython image with esptool: chip detected, image checked, offset by chip."""
     from . import flash
 
-    r = flash.flash(_port(ctx), firmware, erase=erase, baud=baud)
+    r = flash.flash(_port(ctx, boards_only=True), firmware, erase=erase, baud=baud)
     if ctx.obj.json:
         _print_json(r)
     else:
@@ -152,16 +161,18 @@ def _csv(ctx, param, value):
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Keep each node's field test report here.")
 @click.option("--online-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds a node may take to come online on the broker.")
+@click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
+              help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
 @_broker_options
 @common
 @click.pass_context
 def provision_cmd(ctx, inventory, ports, firmware, skip_flash, erase, nodes, defaults, samples, broker, report_dir,
-                  online_timeout, user, password, tls):
+                  online_timeout, src, user, password, tls):
     """Flash, deploy, config and field-test several nodes at once, one worker per port."""
     from . import provision
 
     rows = provision.provision(inventory, ports, firmware, nodes, defaults, skip_flash, erase, samples, broker,
-                               user, password, tls, report_dir, online_timeout,
+                               user, password, tls, report_dir, online_timeout, src=src,
                                log=None if ctx.obj.json else lambda m: click.echo(m, err=True))
     doc = {"result": "PASS" if all(r["result"] == "PASS" for r in rows) else "FAIL", "nodes": rows}
     if ctx.obj.json:

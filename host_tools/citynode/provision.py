@@ -1,0 +1,184 @@
+"""Provision several nodes at once: flash, deploy, config and field test, one worker per port.
+
+    from citynode import provision
+    rows = provision.provision("fleet.csv", ["/dev/ttyUSB0", "/dev/ttyUSB1"], firmware="ESP32_GENERIC.bin")
+    print([(r["node_id"], r["result"], r["reason"]) for r in rows])
+
+Every inventory row is validated before any port is touched. Port i gets the i-th node (of the
+inventory, or of `nodes` when given). A node's failure stops that node's steps only; the others
+go on. Virtual nodes (a pseudo-terminal) are not flashed: a pty has no bootloader.
+"""
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import configtool, deploy, fieldtest, flash, monitor, transport
+from .errors import CitynodeError
+
+STEPS = ("flash", "deploy", "config", "test")
+
+
+def is_virtual(port):
+    """A pseudo-terminal: a virtual node (citynode sim --serial), or anything without a bootloader."""
+    return os.path.realpath(port).startswith("/dev/pts/")
+
+
+def plan(inventory, ports, nodes=None, defaults=None):
+    """[(port, node_id, raw config)], every config validated first. CitynodeError exit 2 when the
+    ports and the nodes do not pair up."""
+    configs = configtool.inventory_configs(inventory, configtool.load_json(defaults, "defaults") if defaults else None)
+    by_id = dict(configs)
+    if nodes:
+        unknown = [n for n in nodes if n not in by_id]
+        if unknown:
+            raise CitynodeError("--nodes: %s not in %s" % (", ".join(unknown), inventory), 2)
+        chosen = [(n, by_id[n]) for n in nodes]
+    else:
+        chosen = configs
+    if len(ports) != len(chosen):
+        raise CitynodeError("%d ports for %d nodes: give one port per node (pick the nodes with --nodes ID,...)"
+                            % (len(ports), len(chosen)), 2)
+    if len(set(ports)) != len(ports):
+        raise CitynodeError("--ports: a port is listed twice", 2)
+    return [(p, nid, cfg) for p, (nid, cfg) in zip(ports, chosen)]
+
+
+def _one(port, node_id, cfg, opts, log):
+    row = {"port": port, "node_id": node_id, "result": "PASS", "reason": None, "steps": {}, "seconds": 0.0}
+    t0 = time.monotonic()
+
+    def step(name, fn):
+        t = time.monotonic()
+        try:
+            note = fn()
+        except Exception as e:  # CitynodeError, or a bug in one worker: the others go on
+            msg = e.message if isinstance(e, CitynodeError) else repr(e)
+            row["steps"][name] = {"result": "FAIL", "detail": msg, "seconds": round(time.monotonic() - t, 1)}
+            row["result"], row["reason"] = "FAIL", "%s: %s" % (name, msg)
+            log(node_id, port, "%s FAILED: %s" % (name, msg))
+            return False
+        row["steps"][name] = {"result": "skip" if note.startswith("skipped") else "PASS", "detail": note,
+                              "seconds": round(time.monotonic() - t, 1)}
+        log(node_id, port, "%s: %s" % (name, note))
+        return True
+
+    def do_flash():
+        if opts["skip_flash"]:
+            return "skipped (--skip-flash)"
+        if is_virtual(port):
+            return "skipped: virtual node (a pty has no bootloader)"
+        r = flash.flash(port, opts["firmware"], erase=opts["erase"], redirect=False)
+        return "%s at 0x%x, MicroPython %s" % (r["chip"], r["offset"], r["version"])
+
+    dev = transport.Device(port, timeout=opts["timeout"])
+
+    def do_deploy():
+        dev.open()
+        s = deploy.deploy(dev, reset=False, root=opts["src"])
+        return "%d files sent, %d unchanged (%s B on the wire)" % (len(s["sent"]), len(s["skipped"]), format(s["bytes"], ","))
+
+    def do_config():
+        m = cfg["mqtt"]
+        b = monitor.parse_broker(opts["broker"], opts["user"], opts["password"], opts["tls"]) if opts["broker"] else \
+            monitor.Broker(m["host"], m.get("port", 1883), opts["user"], opts["password"], opts["tls"] or m.get("tls", False))
+        nob = fieldtest.NodeOnBroker(b, m.get("prefix", "city"), node_id)
+        try:
+            configtool.push(dev, cfg)
+            t = time.monotonic()
+            line = fieldtest.restart(dev)  # main.py runs with the new firmware and config
+            if line is None or line.startswith("safe mode"):
+                raise CitynodeError("the firmware did not start after the reset: %s" % (line or "no word from main.py"))
+            # Settled before it is tested: its first session on the broker is up.
+            birth = nob.wait(lambda x: x[1] == "status" and not x[2] and x[0] >= t and isinstance(x[3], dict)
+                             and x[3].get("state") == "online", opts["online_s"])
+            if birth is None:
+                raise CitynodeError("config.json written, but the node did not come online on %s within %.0f s"
+                                    % (b, opts["online_s"]))
+        finally:
+            nob.close()
+        return "config.json written; %s; online after %.1f s" % (line, birth[0] - t)
+
+    def do_test():
+        rep = fieldtest.run(port, opts["samples"], opts["broker"], opts["user"], opts["password"], opts["tls"],
+                            online_s=opts["online_s"])
+        if opts["report_dir"]:
+            rep["report"] = row["report"] = str(fieldtest.save_report(rep, opts["report_dir"]))
+        row["test"] = rep
+        fails = [c for c in rep["checks"] if c["result"] == "FAIL"]
+        if fails:
+            raise CitynodeError("; ".join("%s: %s" % (c["check"], c["reason"]) for c in fails))
+        return "PASS (%d checks)" % len(rep["checks"])
+
+    try:
+        usb_ok = step("flash", do_flash) and step("deploy", do_deploy) and step("config", do_config)
+    finally:
+        if dev.t is not None and dev.in_raw:
+            try:
+                fieldtest.restart(dev)  # a failed step leaves the node running, not in the REPL
+            except CitynodeError:
+                pass
+        dev.close()
+    if usb_ok:
+        step("test", do_test)
+    row["seconds"] = round(time.monotonic() - t0, 1)
+    return row
+
+
+def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_flash=False, erase=False,
+              samples=3, broker=None, user=None, password=None, tls=False, report_dir=None, online_s=30.0,
+              timeout=10.0, src=None, log=None):
+    """Provision every port at once; one row per node (in port order). `src`: a tree holding
+    firmware/ and boards/ to deploy (default: this checkout)."""
+    work = plan(inventory, ports, nodes, defaults)
+    if not skip_flash and any(not is_virtual(p) for p, _, _ in work):
+        if not firmware:
+            raise CitynodeError("--firmware is required to flash (or --skip-flash)", 2)
+        flash.image_chip_id(flash.read_image(firmware), firmware)
+    # One broker check up front: an unreachable broker would otherwise fail every node's test
+    # after minutes of flashing.
+    brokers = {str(monitor.parse_broker(broker))} if broker else \
+        {"%s:%d" % (c["mqtt"]["host"], c["mqtt"].get("port", 1883)) for _, _, c in work}
+    for b in sorted(brokers):
+        monitor._stop(monitor.connect(monitor.parse_broker(b, user, password, tls)))
+    deploy.build(root=src)  # compile once into the cache, not once per worker
+    opts = {"firmware": firmware, "skip_flash": skip_flash, "erase": erase, "samples": samples, "broker": broker,
+            "user": user, "password": password, "tls": tls, "report_dir": report_dir, "online_s": online_s,
+            "timeout": timeout, "src": src}
+    lock = threading.Lock()
+
+    def say(node_id, port, msg):
+        if log:
+            with lock:
+                log("[%s %s] %s" % (node_id, port, msg))
+
+    # esptool and mpremote print to sys.stdout, one object for every thread: silence it while the
+    # workers run (their results come back as rows; progress goes to `log`).
+    saved = sys.stdout
+    sys.stdout = open(os.devnull, "w")
+    try:
+        with ThreadPoolExecutor(max_workers=len(work)) as ex:
+            futs = [ex.submit(_one, p, nid, cfg, opts, say) for p, nid, cfg in work]
+            rows = [f.result() for f in futs]
+    finally:
+        sys.stdout.close()
+        sys.stdout = saved
+    return rows
+
+
+def render(rows):
+    from rich.table import Table
+
+    bad = sum(1 for r in rows if r["result"] != "PASS")
+    t = Table(title="provisioning: %d nodes, %d passed, %d failed" % (len(rows), len(rows) - bad, bad))
+    for c in ("node", "port") + STEPS + ("result", "s", "reason"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        cells = []
+        for s in STEPS:
+            st = r["steps"].get(s)
+            cells.append("-" if st is None else {"PASS": "[green]ok[/]", "FAIL": "[bold red]FAIL[/]"}.get(st["result"], "skip"))
+        style = "green" if r["result"] == "PASS" else "bold red"
+        t.add_row(r["node_id"], r["port"], *cells, "[%s]%s[/]" % (style, r["result"]), "%.0f" % r["seconds"], r["reason"] or "")
+    return t
