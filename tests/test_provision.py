@@ -18,8 +18,8 @@ from test_field import firmware_tree
 CITYNODE = str(Path(sys.executable).with_name("citynode"))
 
 INVENTORY = """node_id,board,sensors,mqtt.host,mqtt.port,mqtt.prefix,interval_s,notes
-prov-01,sim,water:hcsr04:mount_height_cm=300; air:bme280,127.0.0.1,1,prov,60,bridge
-prov-02,sim,water:hcsr04:mount_height_cm=300; pm:pms5003:warmup_s=1:frames=1,127.0.0.1,1,prov,60,market
+prov-01,sim,water:a02yyuw:mount_height_cm=300; air:bme280,127.0.0.1,1,prov,60,bridge
+prov-02,sim,water:a02yyuw:mount_height_cm=300; pm:pms5003:warmup_s=1:frames=1,127.0.0.1,1,prov,60,market
 prov-03,sim,gas:mq135:gas=nh3:preheat_s=0; air:bme280,127.0.0.1,1,prov,60,school
 """
 

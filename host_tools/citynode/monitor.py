@@ -477,17 +477,15 @@ def run(broker, prefix="city", share=None, json_out=False, seconds=None, out=Non
     """The `citynode monitor` loop: JSON lines or a live table until Ctrl-C or `seconds`.
     Returns the final (rows, totals)."""
     out = out or sys.stdout
-    emit = None
-    if json_out:
-        wlock = threading.Lock()
+    wlock = threading.Lock()
 
-        def emit(rec):
-            line = json.dumps(rec, separators=(",", ":")) + "\n"
-            with wlock:
-                out.write(line)
-                out.flush()
+    def print_line(rec):
+        line = json.dumps(rec, separators=(",", ":")) + "\n"
+        with wlock:
+            out.write(line)
+            out.flush()  # a line per message as it comes, for `| jq` and `| tee`
 
-    w = Watch(broker, prefix, share, emit).start()
+    w = Watch(broker, prefix, share, print_line if json_out else None).start()
     end = None if seconds is None else time.monotonic() + seconds
     try:
         if json_out:
