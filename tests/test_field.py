@@ -23,17 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def firmware_tree(dst):
-    """firmware/ and boards/ as committed (git HEAD), or as they are when this is no checkout:
-    the virtual nodes run a consistent firmware while people edit the working tree."""
+    """A copy of firmware/ and boards/ for the virtual nodes to run (the tree under test)."""
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    try:
-        tar = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "firmware", "boards"],
-                             capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(dst)], input=tar, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        shutil.copytree(ROOT / "firmware", dst / "firmware", dirs_exist_ok=True)
-        shutil.copytree(ROOT / "boards", dst / "boards", dirs_exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "firmware", dst / "firmware", dirs_exist_ok=True, ignore=ignore)
+    shutil.copytree(ROOT / "boards", dst / "boards", dirs_exist_ok=True)
     return dst
 
 SENSORS = [{"name": "water", "type": "hcsr04", "mount_height_cm": 300.0},
