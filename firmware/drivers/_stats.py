@@ -21,17 +21,12 @@ def isort(a, n):
         a[j + 1] = v
 
 
-def median2(a, n):
-    """Twice the median of the sorted a[:n], as an exact integer (n >= 1)."""
-    return a[(n - 1) // 2] + a[n // 2]
-
-
 def median(a, n):
     """The median of a[:n] (sorts a[:n] in place). ValueError when n < 1."""
     if n < 1:
         raise ValueError("median of no samples")
     isort(a, n)
-    m2 = median2(a, n)
+    m2 = a[(n - 1) // 2] + a[n // 2]          # twice the median, an exact integer
     return m2 // 2 if m2 % 2 == 0 else m2 / 2
 
 
@@ -46,12 +41,12 @@ def reject(a, n, k, floor, tmp):
     if n < 1:
         return 0
     isort(a, n)
-    m2 = median2(a, n)
+    m2 = a[(n - 1) // 2] + a[n // 2]          # twice the median
     for i in range(n):
         d = 2 * a[i] - m2
         tmp[i] = d if d >= 0 else -d          # 2*|x - median|
     isort(tmp, n)
-    mad4 = median2(tmp, n)                    # 4*MAD
+    mad4 = tmp[(n - 1) // 2] + tmp[n // 2]    # 4*MAD
     lim = k * mad4                            # compared with 2 * (2*|x - median|) = 4*|x - median|
     if lim < 4 * floor:
         lim = 4 * floor

@@ -1,14 +1,14 @@
 """Fixed-size frames out of a UART byte stream: re-synchronising, and allocation-free.
 
 The drivers of serial sensors (pms5003, sds011, a02yyuw) share this: bytes are pulled with
-`readinto` into a preallocated chunk, fed one at a time into the frame buffer, and every prefix
-is checked by the driver's plain function `head(buf, n) -> bool`. A bad prefix, or a frame the
-driver rejects (checksum), drops one byte and re-checks what is left, so a frame that starts
-inside garbage or inside a corrupted frame is still found.
+`readinto` into a preallocated chunk and fed one at a time into the frame buffer, which must
+start with the chip's `head` bytes (its start marker). A byte that breaks the head, or a frame
+the driver rejects (checksum), drops one byte and re-checks what is left, so a frame that
+starts inside garbage or inside a corrupted frame is still found.
 
-    link = _uart.Link(uart, 32, _head)          # _head(buf, n): is buf[:n] a plausible start?
-    if link.poll(): ok = _valid(link.buf)        # a full candidate frame sits in link.buf
-    link.resync() if not ok else link.clear()
+    link = _uart.Link(uart, 4, b"\\xff")      # 4-byte frames that start with FF
+    if link.poll(): ok = not check(link.buf)  # a full candidate frame sits in link.buf
+    link.clear() if ok else link.resync()
 """
 
 
@@ -17,22 +17,17 @@ class Link:
         self.uart = uart
         self.buf = bytearray(size)
         self.n = 0                  # bytes of the candidate frame in buf
-        self.seen = 0               # bytes received since the last clear_stats(): "no bytes" = unplugged
+        self.seen = 0               # bytes received since the last flush(): "no bytes" = unplugged
         self._head = head
         self._rx = bytearray(chunk)
-        self._ri = 0
-        self._rn = 0
-
-    def clear_stats(self):
-        self.seen = 0
+        self._ri = self._rn = 0
 
     def flush(self, most=1024):
         """Drop what the UART has buffered (stale frames from before this reading), at most `most`
-        bytes so that a babbling line cannot hold the loop."""
-        self.n = self._ri = self._rn = 0
-        rx = self._rx
+        bytes so that a babbling line cannot hold the loop, and start counting bytes anew."""
+        self.n = self._ri = self._rn = self.seen = 0
         while most > 0:
-            r = self.uart.readinto(rx)
+            r = self.uart.readinto(self._rx)
             if not r:
                 break
             most -= r
@@ -44,7 +39,6 @@ class Link:
         """Feed the bytes available now; True as soon as buf holds a full candidate frame
         (the rest stays queued for the next call), False when the UART has run dry."""
         buf = self.buf
-        size = len(buf)
         head = self._head
         while True:
             if self._ri >= self._rn:
@@ -54,29 +48,27 @@ class Link:
                 self._rn = r
                 self._ri = 0
                 self.seen += r
-            buf[self.n] = self._rx[self._ri]
+            n = self.n
+            buf[n] = self._rx[self._ri]
             self._ri += 1
-            self.n += 1
-            if not head(buf, self.n):
-                self._drop()
-            elif self.n == size:
+            self.n = n + 1
+            if n < len(head) and buf[n] != head[n]:
+                self.resync()
+            elif n + 1 == len(buf):
                 return True
 
     def resync(self):
-        """The frame in buf was bad: look for the next frame start inside it."""
-        self._drop()
-
-    def _drop(self):
-        # Drop buf[0], then shorten until every prefix of what is left passes `head` again.
+        """The frame in buf is bad: drop its first byte, then more until what is left starts
+        like a frame again."""
         buf = self.buf
         head = self._head
-        while True:
+        while self.n:
             n = self.n - 1
             for i in range(n):
                 buf[i] = buf[i + 1]
             self.n = n
-            k = 1
-            while k <= n and head(buf, k):
+            k = 0
+            while k < n and k < len(head) and buf[k] == head[k]:
                 k += 1
-            if k > n:
+            if k == n or k == len(head):
                 return

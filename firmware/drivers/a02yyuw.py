@@ -60,8 +60,7 @@ def parse(frame):
     return (frame[1] << 8) | frame[2]
 
 
-def _head(buf, n):
-    return n != 1 or buf[0] == _HEAD
+_head = b"\xff"
 
 
 class Sensor:
@@ -81,7 +80,6 @@ class Sensor:
         c = self.conf
         link = self._link
         link.flush()
-        link.clear_stats()
         n = self.samples
         need = (n + 1) // 2
         mm = self._mm

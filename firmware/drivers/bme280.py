@@ -23,6 +23,7 @@ conversion (9.3 ms at most, datasheet 9.1) is awaited. A reading takes about 12 
     bme280.compensate(519888, 415148, 30000, calib)   # pure: (25.08, 1006.53, ...)
 """
 import asyncio
+import struct
 
 from drivers import SensorError
 
@@ -31,7 +32,7 @@ try:
 except ImportError:
     const = lambda x: x  # noqa: E731
 
-CHIP_ID = const(0x60)
+_CHIP_ID = const(0x60)
 _REG_CALIB_TP = const(0x88)    # 26 bytes: dig_T1..dig_P9, 0xA0 unused, dig_H1 at 0xA1
 _REG_ID = const(0xD0)
 _REG_CALIB_H = const(0xE1)     # 7 bytes: dig_H2..dig_H6
@@ -47,28 +48,14 @@ _SKIPPED = const(0x80000)      # data register value of a skipped conversion
 _CONV_MS = const(10)
 
 
-def _u16(b, i):
-    return b[i] | (b[i + 1] << 8)
-
-
-def _s16(b, i):
-    v = b[i] | (b[i + 1] << 8)
-    return v - 65536 if v > 32767 else v
-
-
-def _s12(v):
-    return v - 4096 if v > 2047 else v
-
-
 def calib_from(tp, h):
     """The 18 calibration words (dig_T1..T3, dig_P1..P9, dig_H1..H6) from the 26 bytes at 0x88
-    and the 7 bytes at 0xE1 (datasheet table 16; dig_H4/H5 are 12-bit values sharing 0xE5)."""
-    return (_u16(tp, 0), _s16(tp, 2), _s16(tp, 4),
-            _u16(tp, 6), _s16(tp, 8), _s16(tp, 10), _s16(tp, 12), _s16(tp, 14), _s16(tp, 16),
-            _s16(tp, 18), _s16(tp, 20), _s16(tp, 22),
-            tp[25], _s16(h, 0), h[2],
-            _s12((h[3] << 4) | (h[4] & 0x0F)), _s12((h[5] << 4) | (h[4] >> 4)),
-            h[6] - 256 if h[6] > 127 else h[6])
+    and the 7 bytes at 0xE1 (datasheet table 16: little-endian words; dig_H4/H5 are 12-bit
+    values sharing 0xE5)."""
+    h4 = (h[3] << 4) | (h[4] & 0x0F)
+    h5 = (h[5] << 4) | (h[4] >> 4)
+    return (struct.unpack_from("<HhhHhhhhhhhh", tp) + (tp[25],) + struct.unpack_from("<hB", h)
+            + (h4 - 4096 if h4 > 2047 else h4, h5 - 4096 if h5 > 2047 else h5) + struct.unpack_from("b", h, 6))
 
 
 def raw_from(d):
@@ -140,7 +127,7 @@ class Sensor:
         return self._b1[0]
 
     def _probe(self):
-        if self._get(_REG_ID) != CHIP_ID:
+        if self._get(_REG_ID) != _CHIP_ID:
             raise SensorError("not_found")
         tp = bytearray(26)
         h = bytearray(7)

@@ -36,7 +36,7 @@ except ImportError:
 
 _PING_MS = const(60)       # datasheet: "we suggest to use over 60ms measurement cycle"
 _TRIG_US = const(10)
-_FLOOR_CM = 1.0            # MAD floor: never reject a ping within 1 cm of the median
+_FLOOR_CM = const(1.0)     # MAD floor: never reject a ping within 1 cm of the median
 _NO_ECHO = const(-2)       # time_pulse_us: the echo never started
 _TOO_LONG = const(-1)      # time_pulse_us: the echo lasted longer than the timeout
 

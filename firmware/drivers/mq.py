@@ -34,16 +34,44 @@ except ImportError:
 # the MQSensorsLib project (github.com/miguel5612/MQSensorsLib, README "Exponential regression";
 # its "NH4" is the datasheet's NH3 curve). MQ-2 smoke is not in that table: it is derived here
 # from the two-point reading of the MQ-2 chart published by Sandbox Electronics (Rs/R0 = 3.39 at
-# 200 ppm, log-log slope −0.44): b = 1/−0.44, a = 200·3.39^(1/0.44).
-CURVES = {
-    "mq135": {"co": (605.18, -3.937), "alcohol": (77.255, -3.18), "co2": (110.47, -2.862),
-              "toluene": (44.947, -3.445), "nh3": (102.2, -2.473), "acetone": (34.668, -3.369)},
-    "mq7": {"h2": (69.014, -1.374), "co": (99.042, -1.518)},
-    "mq2": {"h2": (987.99, -2.162), "lpg": (574.25, -2.222), "co": (36974.0, -3.109),
-            "alcohol": (3616.1, -2.675), "propane": (658.71, -2.168), "smoke": (3206.5, -2.2727)},
-}
-# Rs/R0 in clean air, read off the same charts: what calibration divides Rs by to get R0.
-CLEAN_AIR = {"mq135": 3.6, "mq7": 27.5, "mq2": 9.83}
+# 200 ppm, log-log slope −0.44): b = 1/−0.44, a = 200·3.39^(1/0.44). The second column is Rs/R0
+# in clean air, read off the same charts: what calibration divides Rs by to get R0.
+# A node needs one curve: the table stays text until CURVES or CLEAN_AIR is asked for (2 KB of
+# dicts and floats less in RAM).
+_TABLE = const("""
+mq135 3.6   co 605.18 -3.937  alcohol 77.255 -3.18  co2 110.47 -2.862
+            toluene 44.947 -3.445  nh3 102.2 -2.473  acetone 34.668 -3.369
+mq7   27.5  h2 69.014 -1.374  co 99.042 -1.518
+mq2   9.83  h2 987.99 -2.162  lpg 574.25 -2.222  co 36974.0 -3.109  alcohol 3616.1 -2.675
+            propane 658.71 -2.168  smoke 3206.5 -2.2727
+""")
+
+
+def _table():
+    # {type: (clean air Rs/R0, {gas: (a, b)})}: a type starts with "mq", then its ratio and
+    # its gases, each followed by its a and b.
+    t = {}
+    w = _TABLE.split()
+    i = 0
+    while i < len(w):
+        if w[i][:2] == "mq":
+            c = {}
+            t[w[i]] = (float(w[i + 1]), c)
+            i += 2
+        else:
+            c[w[i]] = (float(w[i + 1]), float(w[i + 2]))
+            i += 3
+    return t
+
+
+def __getattr__(name):
+    # CURVES {type: {gas: (a, b)}} and CLEAN_AIR {type: Rs/R0 in clean air}, made when asked for.
+    if name == "CURVES":
+        return {k: v[1] for k, v in _table().items()}
+    if name == "CLEAN_AIR":
+        return {k: v[0] for k, v in _table().items()}
+    raise AttributeError(name)
+
 
 _SAT_UV = const(3150000)    # above this the ESP32 ADC is flat: Rs would be wrong
 _ZERO_UV = const(20000)     # below 20 mV there is no sensor on the pin
@@ -72,7 +100,7 @@ class Sensor:
     def __init__(self, conf, hw):
         self.conf = conf
         self.key = conf["gas"] + "_ppm"
-        self.a, self.b = CURVES[conf["type"]][conf["gas"]]
+        self.a, self.b = _table()[conf["type"]][1][conf["gas"]]
         self._adc = hw.adc(conf["adc"])
         self._uv = hasattr(self._adc, "read_uv")
         self._t0 = time.ticks_ms()

@@ -47,7 +47,7 @@ _BAD_HEADER = const(1)
 _BAD_LENGTH = const(2)
 _BAD_CHECKSUM = const(3)
 _SHORT = const(4)
-_WHY = ("", "bad header", "bad length", "bad checksum", "short frame")
+_WHY = const(("", "bad header", "bad length", "bad checksum", "short frame"))
 
 
 def _word(f, i):
@@ -95,15 +95,8 @@ def command(cmd, data, out=None):
     return b
 
 
-def _head(buf, n):
-    # Prefix check for the Link: 42 4D, then a length of 28 (this also skips 8-byte command acks).
-    if n == 1:
-        return buf[0] == 0x42
-    if n == 2:
-        return buf[1] == 0x4D
-    if n == 4:
-        return buf[2] == 0 and buf[3] == _LEN
-    return True
+# Every data frame starts 42 4D and a length of 28 (this also skips the 8-byte command replies).
+_head = b"\x42\x4d\x00\x1c"
 
 
 class Sensor:
@@ -140,7 +133,6 @@ class Sensor:
             raise SensorError("warming_up")
         link = self._link
         link.flush()
-        link.clear_stats()
         self._send(_CMD_MODE, 0)      # passive; the PMS may have come back from wake-up in active mode
         pm = self._pm
         got = bad = 0

@@ -45,7 +45,7 @@ _GAP_MS = const(1000)      # the SDS011 updates its values once a second
 _WAIT_MS = const(1200)
 _POLL_MS = const(20)
 _MAX = const(9999)         # 999.9 µg/m³: the top of the scale
-_WHY = ("", "bad header", "bad tail", "bad checksum", "short frame")
+_WHY = const(("", "bad header", "bad tail", "bad checksum", "short frame"))
 
 
 def check(frame):
@@ -89,14 +89,8 @@ def command(data1, data2=0, data3=0, out=None):
     return b
 
 
-def _head(buf, n):
-    if n == 1:
-        return buf[0] == _HEAD
-    if n == 2:
-        return buf[1] == _DATA       # only data frames; C5 replies are skipped
-    if n == _FRAME:
-        return buf[9] == _TAIL
-    return True
+# Only data frames: the AA C5 replies to settings are skipped (and a bad tail fails check()).
+_head = b"\xaa\xc0"
 
 
 class Sensor:
@@ -136,7 +130,6 @@ class Sensor:
             raise SensorError("warming_up")
         link = self._link
         link.flush()
-        link.clear_stats()
         if not self._moded:
             self._send(_SET_MODE, 1, 1)    # query mode: no unsolicited frames between readings
             self._moded = True

@@ -490,3 +490,93 @@ def test_sim_reads_sim_json_from_the_current_directory():
         assert simhw.SimPeripherals(PROFILE).world()[0] == 250.0
     finally:
         os.chdir(here)
+
+
+# All seven types on one simulated board, as bench/bench_node.py configures them: UARTs that
+# become three different chips, the echo pin, the I2C bus, the ADC and the DHT22 side by side.
+ALL_SEVEN = [
+    {"name": "water", "type": "hcsr04", "mount_height_cm": 300.0, "samples": 3},
+    {"name": "level2", "type": "a02yyuw", "uart": 1, "rx": 4, "tx": 23, "mount_height_cm": 300.0, "samples": 3},
+    {"name": "pm", "type": "pms5003", "uart": 2, "rx": 16, "tx": 17, "warmup_s": 0, "frames": 2},
+    {"name": "pm_b", "type": "sds011", "uart": 0, "rx": 13, "tx": 14, "warmup_s": 0, "frames": 2},
+    {"name": "gas", "type": "mq135", "gas": "nh3", "r0_kohm": 76.6, "preheat_s": 0},
+    {"name": "air", "type": "bme280"},
+    {"name": "air2", "type": "dht22", "pin": 27},
+]
+
+
+async def test_sim_all_seven_sensors_cycle_together_within_bounds():
+    # A cycle reads the air first, then the rest, as node.cycle() does. Bound per cycle (sim
+    # timing): 3 pings 60 ms apart, 3 A02 frames 100 ms apart, 2 PMS and 2 SDS frames 50 ms
+    # apart (quick), the MQ burst, the BME280 conversion: about 0.9 s; 2.5 s allows a loaded
+    # host. The loop must never be held for long (a busy loop in the sim or a driver would hang
+    # the node: node._read's wait_for cannot preempt it).
+    hw = sim()
+    sensors = [drivers.make(conf_of(c), hw) for c in ALL_SEVEN]
+    sensors[2].gap_ms = sensors[3].gap_ms = 50
+    sensors[6]._t0 = time.ticks_add(time.ticks_ms(), -1000)   # the DHT22 powered up a second ago
+    sensors.sort(key=lambda s: s.ORDER)
+    seen = {}
+
+    async def cycles():
+        for i in range(4):
+            t0 = time.ticks_ms()
+            v = {}
+            for s in sensors:
+                try:
+                    await asyncio.wait_for_ms(s.read(v), 5000)
+                except SensorError as e:
+                    seen[e.code] = seen.get(e.code, 0) + 1
+            ms = time.ticks_diff(time.ticks_ms(), t0)
+            assert ms < 2500, "cycle %d took %d ms" % (i, ms)
+            for k in v:
+                seen[k] = seen.get(k, 0) + 1
+
+    _, gap = await max_gap(cycles())
+    assert gap <= 2 * 27 + 60, "loop held %d ms" % gap      # at most one ping's busy-wait
+    for k in ("air_temp_c", "pressure_hpa", "rh_pct", "nh3_ppm", "pm1_0_ugm3", "pm2_5_ugm3", "pm10_ugm3"):
+        assert seen.get(k) == 4, seen
+    # Both ultrasonic gauges write distance_cm and water_level_cm; a preempted ping may cost one.
+    assert seen.get("water_level_cm", 0) >= 3, seen
+
+
+def test_sim_gauges_at_different_heights_see_one_river():
+    # A virtual node's flash: sim.json and config.json side by side. The HC-SR04 hangs at 300 cm,
+    # the A02YYUW at 200 cm: 250 cm of air under the first is 150 cm under the second, and both
+    # report the same 50 cm of water.
+    import os
+    here = os.getcwd()
+    os.chdir("/tmp")
+    try:
+        with open("sim.json", "w") as f:
+            json.dump({"seed": 4, "water": {"distance_cm": 250.0, "noise_cm": 0.0}}, f)
+        with open("config.json", "w") as f:
+            json.dump({"sensors": [dict(WATER, mount_height_cm=300.0), dict(A02, mount_height_cm=200.0)]}, f)
+        hw = simhw.SimPeripherals(PROFILE)
+        assert abs(hw.range_cm("hcsr04") - 250.0) < 1e-6 and abs(hw.range_cm("a02yyuw") - 150.0) < 1e-6
+        os.remove("config.json")
+        hw = simhw.SimPeripherals(PROFILE)                       # no config.json: one distance for all
+        assert abs(hw.range_cm("a02yyuw") - 250.0) < 1e-6
+    finally:
+        for n in ("sim.json", "config.json"):
+            try:
+                os.remove(n)
+            except OSError:
+                pass
+        os.chdir(here)
+
+
+async def test_sim_a02yyuw_below_the_hcsr04_reads_the_same_level():
+    import os
+    here = os.getcwd()
+    os.chdir("/tmp")
+    try:
+        with open("config.json", "w") as f:
+            json.dump({"sensors": [dict(WATER, mount_height_cm=300.0), dict(A02, mount_height_cm=200.0)]}, f)
+        hw = simhw.SimPeripherals(PROFILE)
+    finally:
+        os.remove("config.json")
+        os.chdir(here)
+    v = {}
+    await drivers.make(conf_of(dict(A02, mount_height_cm=200.0)), hw).read(v)
+    assert abs(v["distance_cm"] - 150.0) < 1.5 and abs(v["water_level_cm"] - 50.0) < 1.5, v
