@@ -7,10 +7,6 @@ import json
 import sys
 import time
 
-import board
-import config
-import node
-import outbox
 import persist
 
 
@@ -32,13 +28,25 @@ class GcProbe:
 async def main(host, port, cycles):
     raw = persist.read_json("config.json")
     profile = persist.read_json("boards/%s.json" % raw["board"])
+    import config
     cfg = config.validate(raw, profile)
+    del config
+    sys.modules.pop("config")
+    gc.collect()
+    import board
+    import node
+    import outbox
     hw = board.open(profile)
     ob = outbox.Outbox("outbox.d", cfg["outbox_kb"])
     n = node.Node(cfg, profile, hw, 0, "power", ob, None, lambda: int(time.time()), lambda m: None, raw,
                   broker=(host, port))
+    import drivers
+    for e in n.sensors:
+        e[1] = drivers.make(e[0], hw)
     probe = GcProbe()
     node.gc = probe
+    gc.collect()
+    code = gc.mem_alloc()  # modules and the node's standing objects, before any cycle
     sizes = []
     store = n.store
 
@@ -58,7 +66,8 @@ async def main(host, port, cycles):
     for i in range(cycles):
         r = await n.cycle()
         for k in r["errors"]:
-            errors[k] = errors.get(k, 0) + 1
+            e = k + ":" + r["errors"][k]
+            errors[e] = errors.get(e, 0) + 1
     ms = time.ticks_diff(time.ticks_ms(), t0)
     t1 = time.ticks_ms()
     while n.pending() and time.ticks_diff(time.ticks_ms(), t1) < 20000:
@@ -66,7 +75,7 @@ async def main(host, port, cycles):
     lt.cancel()
     pt.cancel()
     print(json.dumps({"cycles": cycles, "ms_per_cycle": ms / cycles, "peak_alloc": probe.peak,
-                      "base_alloc": base, "mem_total": gc.mem_alloc() + gc.mem_free(),
+                      "base_alloc": base, "code_alloc": code, "mem_total": gc.mem_alloc() + gc.mem_free(),
                       "bytes_per_msg": sum(sizes) / len(sizes), "undelivered": n.pending(),
                       "errors": errors, "values": sorted(r["values"])}))
 
