@@ -189,5 +189,5 @@ def test_show_without_config_on_the_node(node):
 
 
 def test_examples_are_what_the_readme_shows():
-    text = (ROOT / "docs" / "readme-usb.md").read_text()
+    text = (ROOT / "README.md").read_text()
     assert (EXAMPLES / "fleet.csv").read_text().splitlines()[0] in text
