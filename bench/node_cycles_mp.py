@@ -58,7 +58,11 @@ async def main(host, port, cycles):
     n.store = measuring_store
     lt = asyncio.create_task(n.link.run())
     pt = asyncio.create_task(n.publisher())
-    await n.link.up.wait()
+    try:
+        await asyncio.wait_for_ms(n.link.up.wait(), 20000)
+    except asyncio.TimeoutError:
+        print("no broker connection within 20 s:", n.link.last_error)
+        sys.exit(1)
     gc.collect()
     base = gc.mem_alloc()
     errors = {}
