@@ -68,9 +68,6 @@ class Link:
         self.backoff_max_ms = backoff_max_ms
         self.client = None
         self.up = asyncio.Event()
-        self.attempts = 0      # connection attempts since start (for tests and `ping`)
-        self.connects = 0      # successful sessions
-        self.on_up = None      # coroutine function run after each (re)connect
         self.last_error = None
 
     async def _session(self):
@@ -93,8 +90,6 @@ class Link:
     async def run(self):
         fails = 0
         while True:
-            self.attempts += 1
-            refused = False
             try:
                 c = await self._session()
             except Exception as e:
@@ -107,12 +102,9 @@ class Link:
                 await asyncio.sleep_ms(d)
                 continue
             fails = 0
-            self.connects += 1
             self.client = c
             self.up.set()
             self.log("link: connected to %s:%d" % (self.host, self.port))
-            if self.on_up:
-                asyncio.create_task(self.on_up())
             await c.dead.wait()
             self.up.clear()
             self.client = None

@@ -69,9 +69,8 @@ class Node:
         self.clock = clock
         self.log = log or print
         self.seq = 0
-        self._t0 = time.ticks_ms()
         self._up_ms = 0
-        self._up_last = self._t0
+        self._up_last = time.ticks_ms()
         m = cfg["mqtt"]
         p = "%s/%s/" % (m["prefix"], cfg["node_id"])
         self.topics = {_KIND_T: p + "telemetry", _KIND_E: p + "event"}
@@ -92,10 +91,7 @@ class Node:
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.beats = {}
-        self.cycles = 0
-        self.last = None
         self._tasks = []
-        self.wdt = None
 
     @staticmethod
     def _order(entry):
@@ -178,10 +174,8 @@ class Node:
             self.seq += 1
             self.store(_KIND_T, telemetry.reading(self.boot, seq, ts, self.up_s(), values, errors, kept))
             self._alarms(values, seq)
-            self.cycles += 1
-            self.last = {"seq": seq, "ts": ts, "values": values, "errors": errors}
             gc.collect()  # between cycles, so the heap does not fragment on the next one
-            return self.last
+            return {"seq": seq, "ts": ts, "values": values, "errors": errors}
 
     def _alarms(self, values, seq):
         for q, a in self.cfg["alarms"].items():
