@@ -19,8 +19,7 @@ RESETS = ("power", "hard", "wdt", "deepsleep", "soft", "unknown")
 class Esp32:
     def __init__(self, profile):
         import machine
-        self.m = machine
-        self.profile = profile
+        self.m = machine  # the profile's pins are the config's business (config.py checks them)
 
     def pin_out(self, n, value=0):
         return self.m.Pin(n, self.m.Pin.OUT, value=value)
@@ -113,7 +112,7 @@ def open(profile):
         if base is None:
             class Sim(SimSystem):
                 def __init__(self, profile):
-                    self.profile = profile
+                    pass
         else:
             class Sim(SimSystem, base):
                 pass

@@ -102,6 +102,7 @@ def main():
     if pin is not None and hw.safe_pin_low(pin):
         log("safe pin GPIO%d held low: main.py skipped" % pin)
         return
+    del raw, profile  # the node keeps only the validated config (set reads the rest from flash)
     reset = hw.reset_cause()
     deep = cfg["power"]["deep_sleep"]
     rtc = persist.read_json("rtc.json") if deep and reset == "deepsleep" else None
@@ -116,7 +117,7 @@ def main():
         ob, ob_err = None, "outbox: %s" % e
         log("%s: publishing live only" % ob_err)
     wifi = None if board.SIM else Wifi(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
-    n = node.Node(cfg, profile, hw, boot, reset, ob, wifi, clk.now, log, raw, broker=broker_override())
+    n = node.Node(cfg, hw, boot, reset, ob, wifi, clk.now, log, broker=broker_override())
     n.store_error = ob_err
     if rtc:
         n.seq = rtc["seq"]

@@ -1,7 +1,7 @@
 """The node: sample every sensor each interval, keep every reading until the broker has it,
 answer commands. Built by main.py (the composition root) from a validated config.
 
-    n = node.Node(cfg, profile, hw, boot=persist.next_boot(), reset=hw.reset_cause(), outbox=ob)
+    n = node.Node(cfg, hw, boot=persist.next_boot(), reset=hw.reset_cause(), outbox=ob)
     asyncio.run(n.run())
 
 Tasks (started in run(), cancelled by deinit()): the link (link.py), the sampler, the
@@ -56,12 +56,12 @@ def unload(name):
 
 
 class Node:
-    def __init__(self, cfg, profile, hw, boot, reset, outbox=None, wifi=None, clock=None, log=None,
-                 raw_cfg=None, cfg_path="config.json", broker=None):
+    def __init__(self, cfg, hw, boot, reset, outbox=None, wifi=None, clock=None, log=None,
+                 cfg_path="config.json", broker=None):
+        # Neither the config as written nor the board profile is kept (about 10 KB on the unix
+        # port): `set`, the one command that needs them, reads both from flash.
         self.cfg = cfg
-        self.raw_cfg = raw_cfg if raw_cfg is not None else cfg
         self.cfg_path = cfg_path
-        self.profile = profile
         self.hw = hw
         self.boot = boot
         self.reset = reset
@@ -346,14 +346,19 @@ class Node:
             key, value = args.get("key"), args.get("value")
             if not isinstance(key, str) or "value" not in args:
                 raise telemetry.CommandError("set needs args {\"key\": ..., \"value\": ...}")
-            raw, new_cfg = _config().set_key(self.raw_cfg, key, value, self.profile)
+            raw, new_cfg = _config().set_key(persist.read_json(self.cfg_path), key, value, self._profile())
             persist.write_json(self.cfg_path, raw)
-            self.raw_cfg, self.cfg = raw, new_cfg
+            self.cfg = new_cfg
             self._wake.set()
             return {"key": key, "value": value}, None
         if cmd == "reboot":
             return {"rebooting": True}, self._reboot
         raise telemetry.CommandError("unknown command")
+
+    def _profile(self):
+        # boards/<board>.json beside config.json
+        d = self.cfg_path.rsplit("/", 1)[0] + "/" if "/" in self.cfg_path else ""
+        return persist.read_json("%sboards/%s.json" % (d, self.cfg["board"]))
 
     async def _reboot(self):
         self.log("reboot requested")

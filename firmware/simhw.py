@@ -81,7 +81,6 @@ def _cos_day(h, peak_h):
 
 class SimPeripherals:
     def __init__(self, profile, scenario=None):
-        self.profile = profile
         self._near = {}
         if scenario is None:
             scenario = _load("sim.json")

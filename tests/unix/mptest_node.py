@@ -70,10 +70,19 @@ class Fake:
 
 
 def _node(cfg, ob=None, fakes=()):
-    raw = cfg
-    v = config.validate(raw, _profile())
-    n = node.Node(v, _profile(), None, 3, "power", ob if ob is not None else FakeOutbox(), clock=lambda: 1764390000,
-                  log=lambda m: None, raw_cfg=raw, cfg_path=_TMP + "/config.json")
+    # The node keeps only the validated config; `set` reads config.json and the profile from flash.
+    v = config.validate(cfg, _profile())
+    for d in (_TMP, _TMP + "/boards"):
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+    with open(_TMP + "/config.json", "w") as f:
+        json.dump(cfg, f)
+    with open(_TMP + "/boards/sim.json", "w") as f:
+        json.dump(_profile(), f)
+    n = node.Node(v, None, 3, "power", ob if ob is not None else FakeOutbox(), clock=lambda: 1764390000,
+                  log=lambda m: None, cfg_path=_TMP + "/config.json")
     for i in range(len(fakes)):
         n.sensors[i][1] = fakes[i]
     return n
