@@ -26,6 +26,7 @@ FW = "0.3.1"
 _BATCH = const(8)        # records in flight at once while draining the outbox
 HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
 _CMD_QUEUE = const(4)
+_REPLY_WAIT_MS = const(10000)  # for a link that is down when a command's answer is ready
 STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
 WDT_MS = const(60000)
 _SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
@@ -324,13 +325,16 @@ class Node:
                 await after()
 
     async def reply(self, payload):
-        c = self.link.client
-        if c is None:
-            return
-        try:
-            await c.publish(self.t_reply, payload, 1)
-        except Exception as e:
-            self.log("reply: %s" % e)
+        # The command came over the link, so it is usually up; if it dropped meanwhile (a sample
+        # takes seconds), wait for the next session rather than lose the answer: twice, bounded.
+        for _ in range(2):
+            try:
+                await asyncio.wait_for_ms(self.link.up.wait(), _REPLY_WAIT_MS)
+                await self.link.client.publish(self.t_reply, payload, 1)
+                return
+            except Exception as e:
+                err = e
+        self.log("reply lost: %r" % (err,))
 
     async def command(self, cmd, args):
         """Run one command; (result, coroutine function to run after the reply) or raises."""

@@ -234,6 +234,33 @@ def _exists(p):
         return False
 
 
+class FakeClient:
+    def __init__(self, fail=0):
+        self.sent, self.fail = [], fail
+
+    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=10000):
+        if self.fail:
+            self.fail -= 1
+            raise OSError(104)  # ECONNRESET: the link died under the publish
+        self.sent.append((topic, bytes(payload), qos))
+
+
+async def test_reply_waits_for_the_link_instead_of_dropping_the_answer():
+    n = _node(_cfg())
+    c = FakeClient(fail=1)
+
+    async def link_comes_back():
+        await asyncio.sleep_ms(50)
+        n.link.client = c
+        n.link.up.set()
+
+    t = asyncio.create_task(link_comes_back())
+    assert not n.link.up.is_set()
+    await n.reply(b'{"id":"c-1","ok":true}')   # down, then up; the first publish fails, the second goes
+    await t
+    assert c.sent == [(n.t_reply, b'{"id":"c-1","ok":true}', 1)], c.sent
+
+
 def test_uptime_survives_tick_wrap():
     n = _node(_cfg())
     n._up_ms = 0
