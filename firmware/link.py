@@ -66,7 +66,8 @@ class Link:
         self.log = log
         self.opener = opener
         self.backoff_max_ms = backoff_max_ms
-        self.client = None
+        self.client = None     # the client while a session is up, else None
+        self._c = None
         self.up = asyncio.Event()
         self.last_error = None
 
@@ -74,8 +75,13 @@ class Link:
         if self.wifi is not None:
             await self.wifi.ensure()
         stream = await self.opener(self.host, self.port, self.tls)
-        c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will)
-        c.on_message = self.on_message
+        c = self._c
+        if c is None:
+            # One client for every session: its buffers are allocated once, at the first
+            # connection, not again on each reconnect, when a long-running heap is fragmented
+            # and an outage has filled it with held readings.
+            c = self._c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will)
+            c.on_message = self.on_message
         try:
             await c.connect(stream)
             for t in self.subs:

@@ -513,3 +513,37 @@ async def test_stalled_write_is_a_dead_link():
     assert 1900 <= took < 2600, took
     assert c.reason == "write stalled" and c.dead.is_set() and s.closed
     assert b"\xc0\x00" not in s.out
+
+
+async def test_link_reuses_one_client_and_its_buffers_across_sessions():
+    # A reconnect after an outage allocates no new client: its buffers were made once, when
+    # the heap was young, not on a heap that days of running and an outage have fragmented.
+    import link
+    streams = []
+
+    async def opener(host, port, tls):
+        s = FakeStream()
+        k = 2 * len(streams)   # packet ids: SUBSCRIBE k+1, the birth k+2 (one counter for ever)
+        s.feed(CONNACK_OK + bytes((0x90, 3, 0, k + 1, 1)))
+        streams.append(s)
+        return s
+
+    async def ack_birth(i):
+        # the broker's PUBACK, once the retained birth (QoS 1: 0x33) has been sent
+        await until(lambda: len(streams) > i and b"\x33\x08\x00\x02st" in streams[i].out, what="birth %d" % i)
+        streams[i].feed(bytes((0x40, 2, 0, 2 * i + 2)))
+
+    lk = link.Link("broker", 1883, False, "n-1", keepalive=60, will=("st", b"off", 1, True),
+                   subs=("cmd",), birth=("st", b"on"), opener=opener, log=lambda m: None)
+    t = asyncio.create_task(lk.run())
+    await ack_birth(0)
+    await until(lk.up.is_set, what="the first session")
+    c, ib, ob = lk.client, lk.client._ib, lk.client._ob
+    streams[0].end()   # the broker goes away
+    await until(lambda: not lk.up.is_set(), what="the link seen down")
+    await ack_birth(1)   # backoff after a loss: <= 1 s
+    await until(lk.up.is_set, what="the second session")
+    assert len(streams) == 2 and lk.client is c and c._ib is ib and c._ob is ob
+    assert streams[1].out[0] == 0x10 and b"\x82" in streams[1].out
+    t.cancel()
+    c.close()
