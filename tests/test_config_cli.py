@@ -132,7 +132,7 @@ def test_push_from_inventory_with_env_secrets_then_show_masked_and_pull(tmp_path
 
     out = tmp_path / "pulled.json"
     r = cli(["config", "pull", str(out), "--port", node.port])
-    assert r.exit_code == 0 and json.loads(out.read_text()) == on_node
+    assert r.exit_code == 0 and json.loads(out.read_text()) == on_node, r.output
 
 
 def test_push_file_replaces_the_config_whole(tmp_path, node):

@@ -152,6 +152,32 @@ def test_field_test_unreachable_node_exit_3(tmp_path):
     assert r.exit_code == 3 and "no such port" in r.output
 
 
+def test_config_show_puts_a_running_node_back_to_work(sim, broker):
+    # Reading the config interrupts the firmware; the crew must not leave a node silent because
+    # they looked at its config. --no-reset leaves it in the REPL for whoever wants it there.
+    from helpers import Sub, wait_for
+    node = sim()
+    sub = Sub(broker, "bdg/ft-01/status")
+    try:
+        r = cli("--json", "config", "show", "--port", node.port)
+        assert r.exit_code == 0 and json.loads(r.stdout)["node_id"] == "ft-01", r.output
+        wait_for(lambda: sub.all(lambda m: not m.retain and b'"soft"' in m.payload and b'"online"' in m.payload),
+                 15, what="the node's birth after config show")
+        births = lambda: len(sub.all(lambda m: not m.retain and b'"online"' in m.payload))  # noqa: E731
+        assert births() == 1
+        r = cli("--json", "config", "show", "--port", node.port, "--no-reset")
+        assert r.exit_code == 0, r.output
+        import time
+        time.sleep(3)  # the soft reset above was followed by a birth within a second
+        assert births() == 1
+        from citynode import transport
+        with transport.Device(node.port) as dev:
+            dev.soft_reset()
+        wait_for(lambda: births() == 2, 15, what="the birth after the REPL session")
+    finally:
+        sub.close()
+
+
 # --- calibration -------------------------------------------------------------------------------
 
 def test_calibrate_water_stores_offset(sim, broker):

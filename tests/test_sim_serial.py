@@ -148,7 +148,7 @@ def test_several_nodes_get_own_flash_node_id_and_port(tmp_path, env):
         assert [i["node_id"] for i in sim.info] == ["fleet-1", "fleet-2"]
         for k, port in enumerate(sim.ports, 1):
             assert sim.info[k - 1]["flash"] == str(tmp_path / "f" / ("node-%d" % k))
-            r = run(["config", "show", "--port", port, "--json"], env=env)
+            r = run(["config", "show", "--port", port, "--json", "--no-reset"], env=env)
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout)["node_id"] == "fleet-%d" % k
         pids = [i["pid"] for i in sim.info]

@@ -196,24 +196,34 @@ def config_push(obj, file, inventory, node_id, defaults, no_reset, timeout):
                                                        "; node soft-reset" if not no_reset else ""))
 
 
-def _pull(obj, timeout):
+RESUME = click.option("--no-reset", is_flag=True,
+                      help="Leave the node in the REPL (default: soft-reset it back to work).")
+
+
+def _pull(obj, timeout, no_reset):
+    # Reading a config interrupts the firmware (Ctrl-C); a node left in the REPL stops
+    # publishing, so unless asked, it is soft-reset back to work as deploy and push do.
     from . import configtool
     with _device(obj, timeout) as dev:
         text = configtool.pull(dev)
-        dev.leave()
+        if no_reset or text is None:
+            dev.leave()
+        else:
+            dev.soft_reset()
     if text is None:
         raise CheckFailed("%s: the node has no config.json" % dev.port)
     return dev.port, text
 
 
 @config.command("show")
+@RESUME
 @TIMEOUT
 @common
 @click.pass_obj
-def config_show(obj, timeout):
+def config_show(obj, no_reset, timeout):
     """Print the node's config.json, secrets as ***."""
     from . import configtool
-    port, text = _pull(obj, timeout)
+    port, text = _pull(obj, timeout, no_reset)
     try:
         cfg = json.loads(text)
     except ValueError as e:
@@ -226,12 +236,13 @@ def config_show(obj, timeout):
 
 @config.command("pull")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, writable=True))
+@RESUME
 @TIMEOUT
 @common
 @click.pass_obj
-def config_pull(obj, file, timeout):
+def config_pull(obj, file, no_reset, timeout):
     """Copy the node's config.json (secrets included) to FILE, or print it."""
-    port, text = _pull(obj, timeout)
+    port, text = _pull(obj, timeout, no_reset)
     if not file:
         click.echo(text, nl=not text.endswith("\n"))
         return
