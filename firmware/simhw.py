@@ -177,8 +177,10 @@ class SimPeripherals:
         return _Dht(self)
 
     def _ping(self, width_us):
-        # A trigger pulse ended: schedule the echo of this ping (none when unplugged).
-        if not 5 <= width_us < 1000 or self.gone("hcsr04"):
+        # A trigger pulse ended: schedule the echo of this ping (none when unplugged). A pulse
+        # is 10 µs on a board; on the unix port the OS now and then stretches the driver's
+        # sleep_us(10) past a millisecond (3.3 ms seen), and the module would still range.
+        if not 5 <= width_us < 50000 or self.gone("hcsr04"):
             self._echo_at = None
             return
         d = self.range_cm("hcsr04")
