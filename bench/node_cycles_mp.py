@@ -1,5 +1,5 @@
 # Runs inside a virtual node's flash dir on the unix port:
-#   micropython -X heapsize=64k node_cycles_mp.py HOST PORT CYCLES
+#   micropython -X heapsize=64k node_cycles_mp.py HOST PORT CYCLES [GC_THRESHOLD]
 # Prints one JSON line of figures. The node publishes to the broker while it cycles.
 import asyncio
 import gc
@@ -14,18 +14,63 @@ class GcProbe:
     # node.cycle() collects at its end; what is allocated just before that is the cycle's peak.
     def __init__(self):
         self.peak = 0
+        self.at = 0      # the collect at which the peak was seen
+        self.n = 0
+        self.after = 0   # in use after the last collect
+        self.garbage = 0  # sum over cycles of what a cycle left to collect
 
     def collect(self):
+        sample()
         a = gc.mem_alloc()
+        self.n += 1
         if a > self.peak:
             self.peak = a
+            self.at = self.n
+        if self.after:
+            self.garbage += a - self.after
         gc.collect()
+        self.after = gc.mem_alloc()
 
     def mem_free(self):
         return gc.mem_free()
 
 
-async def main(host, port, cycles):
+LIVE = [0]  # the most heap seen in use at a sample point (meaningful with a small gc.threshold)
+
+
+def sample():
+    a = gc.mem_alloc()
+    if a > LIVE[0]:
+        LIVE[0] = a
+
+
+def sample_publishes():
+    # Sample while a batch of publishes is in flight: each one's end sees the others' state.
+    import mqtt
+    publish = mqtt.MQTTClient.publish
+
+    async def sampled(self, *a, **k):
+        sample()
+        r = await publish(self, *a, **k)
+        sample()
+        return r
+
+    mqtt.MQTTClient.publish = sampled
+
+
+def load_code():
+    # Every module the node runs. What they take is the code (bytecode, function and class
+    # objects, their qstrs), which an ESP32 keeps in flash (frozen modules or ROMFS) and the
+    # unix port can only keep in its heap.
+    import board, node, outbox, simhw, simhw_uart, simhw_bme280, drivers  # noqa: E401,F401
+    from drivers import hcsr04, a02yyuw, pms5003, sds011, mq, bme280, dht22  # noqa: F401
+
+
+async def main(host, port, cycles, threshold=0):
+    gc.collect()
+    start = gc.mem_alloc()  # the interpreter's own, and this script's
+    # As main.py boots: validate with config.py, drop it (its qstrs stay: counted as data),
+    # then load the node's modules.
     raw = persist.read_json("config.json")
     profile = persist.read_json("boards/%s.json" % raw["board"])
     import config
@@ -33,12 +78,17 @@ async def main(host, port, cycles):
     del config
     sys.modules.pop("config")
     gc.collect()
+    a = gc.mem_alloc()
+    load_code()
+    gc.collect()
+    code = gc.mem_alloc() - a
     import board
     import node
     import outbox
     hw = board.open(profile)
     ob = outbox.Outbox("outbox.d", cfg["outbox_kb"])
-    n = node.Node(cfg, profile, hw, 0, "power", ob, None, lambda: int(time.time()), lambda m: None, raw,
+    del raw, profile
+    n = node.Node(cfg, hw, 0, "power", ob, None, lambda: int(time.time()), lambda m: None,
                   broker=(host, port))
     import drivers
     for e in n.sensors:
@@ -46,7 +96,7 @@ async def main(host, port, cycles):
     probe = GcProbe()
     node.gc = probe
     gc.collect()
-    code = gc.mem_alloc()  # modules and the node's standing objects, before any cycle
+    standing = gc.mem_alloc()  # modules and the node's standing objects, before any cycle
     sizes = [0, 0]  # bytes, messages: a list of 1,000 sizes would itself need 4 KB of heap
     store = n.store
 
@@ -54,9 +104,19 @@ async def main(host, port, cycles):
         if kind == 0x74:
             sizes[0] += len(payload)
             sizes[1] += 1
+        sample()
         store(kind, payload)
+        sample()
 
     n.store = measuring_store
+    beat = n.beat
+
+    def sampling_beat(name):
+        sample()
+        beat(name)
+
+    n.beat = sampling_beat
+    sample_publishes()
     lt = asyncio.create_task(n.link.run())
     pt = asyncio.create_task(n.publisher())
     try:
@@ -66,6 +126,11 @@ async def main(host, port, cycles):
         sys.exit(1)
     gc.collect()
     base = gc.mem_alloc()
+    if threshold:
+        # A collection after every `threshold` bytes: what is in use at a sample point is then
+        # live data plus at most `threshold` of garbage.
+        gc.threshold(threshold)
+    LIVE[0] = 0
     errors = {}
     t0 = time.ticks_ms()
     for i in range(cycles):
@@ -79,10 +144,11 @@ async def main(host, port, cycles):
         await asyncio.sleep_ms(20)
     lt.cancel()
     pt.cancel()
-    print(json.dumps({"cycles": cycles, "ms_per_cycle": ms / cycles, "peak_alloc": probe.peak,
-                      "base_alloc": base, "code_alloc": code, "mem_total": gc.mem_alloc() + gc.mem_free(),
+    print(json.dumps({"cycles": cycles, "ms_per_cycle": ms / cycles, "peak_alloc": probe.peak, "peak_at": probe.at, "live_peak": LIVE[0], "threshold": threshold, "garbage_per_cycle": probe.garbage / max(probe.n - 1, 1),
+                      "base_alloc": base, "standing_alloc": standing,
+                      "start_alloc": start, "code_alloc": code, "mem_total": gc.mem_alloc() + gc.mem_free(),
                       "bytes_per_msg": sizes[0] / sizes[1], "undelivered": n.pending(),
                       "errors": errors, "values": sorted(r["values"])}))
 
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0))
