@@ -351,7 +351,7 @@ class MQTTClient:
             raise MQTTError("closed")
         i = -1
         if qos:
-            i = self._slot()
+            i = self._slot()  # a free slot now costs nothing; awaiting _take() makes a coroutine
             if i < 0:
                 i = await self._take()
         try:

@@ -44,6 +44,23 @@ def common(f):
     return f
 
 
+def node_port(obj, boards_only=False):
+    """--port / CITYNODE_PORT, or the only node-looking port there is; `boards_only` (flash)
+    looks at real boards only: a virtual node has no bootloader."""
+    if obj.port:
+        return obj.port
+    from . import ports
+    found = [p for p in ports.candidates() if not boards_only or p["kind"] == "esp32"]
+    what = "ESP32 board" if boards_only else "ESP32 board or virtual node"
+    if len(found) == 1:
+        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
+        return found[0]["port"]
+    if not found:
+        raise click.UsageError("no port given and no %s found; use --port" % what)
+    raise click.UsageError("several possible nodes (%s); choose one with --port"
+                           % ", ".join(p["port"] for p in found))
+
+
 def _register():
     # Each module owns its commands; this keeps cli.py free of merge conflicts.
     import importlib

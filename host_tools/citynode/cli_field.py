@@ -4,24 +4,8 @@ import json
 
 import click
 
-from .cli import common
+from .cli import common, node_port
 from .errors import CitynodeError
-
-
-def _port(ctx, boards_only=False):
-    """--port / CITYNODE_PORT, or the only node-looking port there is (as the USB commands do);
-    `flash` looks at real boards only: a virtual node has no bootloader."""
-    if ctx.obj.port:
-        return ctx.obj.port
-    from . import ports
-    found = [p for p in ports.candidates() if not boards_only or p["kind"] == "esp32"]
-    what = "ESP32 board" if boards_only else "ESP32 board or virtual node"
-    if len(found) == 1:
-        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
-        return found[0]["port"]
-    if not found:
-        raise click.UsageError("no port given and no %s found; use --port" % what)
-    raise click.UsageError("several possible nodes (%s); choose one with --port" % ", ".join(p["port"] for p in found))
 
 
 def _print_json(doc):
@@ -47,7 +31,7 @@ def flash_cmd(ctx, firmware, erase, baud):
     """Write a MicroPython image with esptool: chip detected, image checked, offset by chip."""
     from . import flash
 
-    r = flash.flash(_port(ctx, boards_only=True), firmware, erase=erase, baud=baud)
+    r = flash.flash(node_port(ctx.obj, boards_only=True), firmware, erase=erase, baud=baud)
     if ctx.obj.json:
         _print_json(r)
     else:
@@ -86,7 +70,7 @@ def test_cmd(ctx, samples, broker, report_dir, online_timeout, user, password, t
     """The field test: every sensor, Wi-Fi, the broker connection and a telemetry round trip. PASS/FAIL."""
     from . import fieldtest
 
-    rep = fieldtest.run(_port(ctx), samples, broker, user, password, tls, online_s=online_timeout)
+    rep = fieldtest.run(node_port(ctx.obj), samples, broker, user, password, tls, online_s=online_timeout)
     if report_dir:
         rep["report"] = str(fieldtest.save_report(rep, report_dir))
     _show(ctx, rep, fieldtest.render)
@@ -121,7 +105,7 @@ def calibrate_water(ctx, reference_cm, samples, sensor, max_spread):
     """Set the water sensor's offset_cm so that it reads the reference level now."""
     from . import calibrate
 
-    r = calibrate.water(_port(ctx), reference_cm, samples, sensor, max_spread)
+    r = calibrate.water(node_port(ctx.obj), reference_cm, samples, sensor, max_spread)
     _print_json(r) if ctx.obj.json else click.echo(calibrate.render_water(r))
 
 
@@ -135,7 +119,7 @@ def calibrate_gas(ctx, minutes, sensor):
     """Measure an MQ sensor's R0 in clean air and store r0_kohm."""
     from . import calibrate
 
-    r = calibrate.gas(_port(ctx), minutes, sensor)
+    r = calibrate.gas(node_port(ctx.obj), minutes, sensor)
     _print_json(r) if ctx.obj.json else click.echo(calibrate.render_gas(r))
 
 

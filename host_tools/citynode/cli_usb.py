@@ -5,31 +5,16 @@ import sys
 
 import click
 
-from .cli import common
+from .cli import common, node_port
 from .errors import CheckFailed, CitynodeError
 
 TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
                        envvar="CITYNODE_TIMEOUT", help="Seconds the node may stay silent.")
 
 
-def _port(obj):
-    """--port / CITYNODE_PORT, or the only node-looking port there is."""
-    if obj.port:
-        return obj.port
-    from . import ports
-    found = ports.candidates()
-    if len(found) == 1:
-        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
-        return found[0]["port"]
-    if not found:
-        raise click.UsageError("no port given and no ESP32 board or virtual node found; use --port")
-    raise click.UsageError("several possible nodes (%s); choose one with --port"
-                           % ", ".join(p["port"] for p in found))
-
-
 def _device(obj, timeout):
     from .transport import Device
-    return Device(_port(obj), timeout)
+    return Device(node_port(obj), timeout)
 
 
 def _emit(obj, doc, text):

@@ -373,15 +373,24 @@ class SimNode:
             argv.append("-i")   # the REPL after main.py, as a board
         argv += ["-c", _BOOT]
         deathsig = _libc_pdeathsig()
+        # Until it execs, a forked child holds a copy of every fd this process has open, with
+        # their locks: in-process (tests), the client's own locked port. Return only once the
+        # exec has closed them (the pipe's write end goes with it), so a client that sees this
+        # process start finds the port free again.
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: only system calls until exec
             try:
                 os.close(m)
+                os.close(r)
                 os.login_tty(s)   # new session, the pty as controlling terminal, fds 0-2
                 deathsig()
                 os.execve(exe, argv, env)
             finally:
                 os._exit(127)
+        os.close(w)
+        os.read(r, 1)   # b"": the child has exec'd (or died)
+        os.close(r)
         os.close(s)
         os.set_blocking(m, False)
         with self._lock:

@@ -38,18 +38,10 @@ def diagnose(port):
             return "%s: port is busy (another program has it open)" % port
         return "%s: cannot open: %s" % (port, e.strerror or e)
     try:
-        # A lock that goes within a second is the previous command letting go (or a process
-        # forked while it held the port, until its exec): busy means still held after that.
-        end = time.monotonic() + 1.0
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    return "%s: port is busy (another program has it open)" % port
-                time.sleep(0.05)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        return "%s: port is busy (another program has it open)" % port
     finally:
         os.close(fd)
     return None
