@@ -1,19 +1,56 @@
-"""The board layer: pins and buses by number, made from a board profile (boards/<name>.json).
+"""The board layer: pins and buses by number, made from a board profile (boards/<name>.json),
+and the system around them: reset cause, watchdog, Wi-Fi, clock.
 
-On an ESP32 it makes machine.Pin/UART/I2C/ADC; on the unix port (the `sim` board) it hands out
-the simulated peripherals of simhw.py, which produce the same bytes, pulses and ADC counts.
-Drivers get these objects and never import machine themselves.
+On an ESP32 it makes machine.Pin/UART/I2C/ADC; on the unix port (the virtual node) it hands out
+the simulated peripherals of simhw.py, which the virtual node loads from the host (they are never on
+a board's flash), producing the same bytes, pulses and ADC counts. Drivers get these objects and
+never import machine themselves; main.py asks the board for Wi-Fi, clock and watchdog.
 
     import board
-    hw = board.open(profile)          # profile: parsed boards/<name>.json
+    raw, cfg, profile = board.load()  # config.json, validated against boards/<name>.json
+    hw = board.open(profile)
     uart = hw.uart(2, rx=16, tx=17, baudrate=9600)
 """
 import sys
+
+import persist
 
 SIM = sys.platform not in ("esp32",)
 
 # Reset causes, as CONTRACT.md names them.
 RESETS = ("power", "hard", "wdt", "deepsleep", "soft", "unknown")
+
+
+def profile(name, root=""):
+    """The parsed boards/<name>.json on the flash (under `root`), or None. The virtual node's own
+    board comes with its simulator, not on the flash."""
+    if not isinstance(name, str):
+        return None
+    path = "boards/%s.json" % name
+    p = persist.read_json(root + path)
+    if p is None and SIM:
+        try:
+            import simhw
+            p = simhw.PROFILES.get(name)
+        except ImportError:
+            pass
+    return p
+
+
+def load(path="config.json"):
+    """(raw config, validated config, board profile); raises ValueError/ConfigError with a
+    one-line reason. Loads the validator: callers that keep running drop it afterwards."""
+    raw = persist.read_json(path)
+    if raw is None:
+        raise ValueError("%s: missing" % path)
+    if not isinstance(raw, dict):
+        raise ValueError("%s: not a JSON object" % path)
+    name = raw.get("board")
+    prof = profile(name, path[:path.rfind("/") + 1])
+    if prof is None:
+        raise ValueError("board: no profile boards/%s.json on this node" % name)
+    import config
+    return raw, config.validate(raw, prof), prof
 
 
 class Esp32:
@@ -65,6 +102,24 @@ class Esp32:
     def safe_pin_low(self, n):
         return self.m.Pin(n, self.m.Pin.IN, self.m.Pin.PULL_UP).value() == 0
 
+    def wifi(self, cfg):
+        import wifi
+        return wifi.Wifi(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
+
+    def clock(self):
+        import clock
+        return clock.Clock(synced=False)
+
+    def clock_tasks(self, clk, cfg, log):
+        """What keeps the clock right while the node runs."""
+        return (clk.ntp_loop(cfg["ntp_host"], log),)
+
+    def watchdog(self, timeout_ms):
+        return self.wdt(timeout_ms)
+
+    def broker(self):
+        return None   # the config's
+
 
 class SimSystem:
     """What the virtual node's supervisor (citynode sim) does for a board's system functions:
@@ -89,6 +144,29 @@ class SimSystem:
     def safe_pin_low(self, n):
         import os
         return os.getenv("CITYNODE_SAFE_PIN") == "low"
+
+    def wifi(self, cfg):
+        return None   # the host's network is up
+
+    def clock(self):
+        import clock
+        return clock.Clock(synced=True)   # the host's clock is synchronised
+
+    def clock_tasks(self, clk, cfg, log):
+        return ()
+
+    def watchdog(self, timeout_ms):
+        return None   # the supervisor is the virtual node's watchdog
+
+    def broker(self):
+        """(host, port) the supervisor points this node at (a test broker), without touching
+        config.json; None: the config's."""
+        import os
+        hp = os.getenv("CITYNODE_BROKER")
+        if not hp:
+            return None
+        h, p = hp.rsplit(":", 1)
+        return h, int(p)
 
 
 class SimWDT:

@@ -3,13 +3,13 @@
 The MQTT client assumes a working stream; this layer owns reconnects, exponential backoff with
 full jitter, the will, the subscription to `cmd` and the retained birth message.
 
-    l = link.Link(cfg, will=(topic, b'{"state":"offline"}', 1, True), subs=[cmd_topic])
+    l = link.Link("broker.example", 1883, False, "wl-01", will=(status, b'{"state":"offline"}', 1, True),
+                  subs=(cmd_topic,), birth=(status, birth_payload), on_message=handle)
     asyncio.create_task(l.run())
     await l.up.wait(); await l.client.publish(topic, payload, 1)
 """
 import asyncio
 import random
-import time
 
 import mqtt
 

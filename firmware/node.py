@@ -11,10 +11,12 @@ import asyncio
 import gc
 import time
 
+import commands
 import drivers
 import link
 import persist
 import telemetry
+from version import VERSION as FW
 
 try:
     from micropython import const
@@ -22,23 +24,13 @@ except ImportError:
     def const(x):
         return x
 
-FW = "0.3.1"
 _BATCH = const(8)        # records in flight at once while draining the outbox
 HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
-_CMD_QUEUE = const(4)
-_REPLY_WAIT_MS = const(10000)  # for a link that is down when a command's answer is ready
 STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
 WDT_MS = const(60000)
 _SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
-
-
-def _config():
-    # The validator is ~20 KB of bytecode on the unix port: loaded for boot and for the rare
-    # get_config/set, then dropped again by main.unload().
-    import config
-    return config
 
 
 def alarm_event_name(quantity, high):
@@ -47,13 +39,6 @@ def alarm_event_name(quantity, high):
     if base.endswith("_level"):
         base = base[:-6]
     return base + ("_high" if high else "_normal")
-
-
-def unload(name):
-    """Forget a module so that its bytecode can be collected (RAM over import time)."""
-    import sys
-    sys.modules.pop(name, None)
-    gc.collect()
 
 
 class Node:
@@ -81,23 +66,17 @@ class Node:
                               m["keepalive_s"], (self.t_status, telemetry.status(False), 1, True),
                               (self.t_cmd,), (self.t_status, telemetry.status(True, FW, boot, reset)),
                               self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000)
+        self.commands = commands.Commander(self)
         self.sensors = [[s, None] for s in cfg["sensors"]]  # [conf, driver or None until made]
-        self.sensors.sort(key=self._order)
+        self.sensors.sort(key=lambda e: drivers.rank(e[0]))
         self.alarm_high = {}
         self.held = []
         self.store_error = None
         self._kick = asyncio.Event()
-        self._cmds = []
-        self._cmd_ev = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.beats = {}
         self._tasks = []
-
-    @staticmethod
-    def _order(entry):
-        t = entry[0]["type"]
-        return 0 if t in ("bme280", "dht22") else 1
 
     # --- time ---------------------------------------------------------------------------
     def up_s(self):
@@ -119,19 +98,30 @@ class Node:
         if ob is not None:
             try:
                 ob.append(bytes((kind,)) + payload)
-                self.store_error = None
-                d = ob.take_dropped()
-                if d:
-                    self.log("outbox full: dropped %d oldest" % d)
-                    ob.append(bytes((_KIND_E,)) + telemetry.event(self.boot, max(self.seq - 1, 0), self.ts(), "dropped", {"count": d}))
-                self._kick.set()
-                return
             except OSError as e:
+                ob = None
                 self.store_error = "outbox: errno %s" % (e.args[0] if e.args else "?")
                 self.log("cannot store reading: %s; publishing live" % self.store_error)
+        if ob is not None:
+            # stored: what follows (the note of what the outbox dropped) cannot un-store it
+            self.store_error = None
+            d = ob.take_dropped()
+            if d:
+                self.log("outbox full: dropped %d oldest" % d)
+                ev = bytes((_KIND_E,)) + telemetry.event(self.boot, max(self.seq - 1, 0), self.ts(), "dropped", {"count": d})
+                try:
+                    ob.append(ev)
+                except OSError:
+                    self._hold(ev)
+            self._kick.set()
+            return
+        self._hold(bytes((kind,)) + payload)
+
+    def _hold(self, rec):
+        """Keep a record in RAM (the flash refused it) until it is published."""
         if len(self.held) >= HELD_MAX:
             self.held.pop(0)
-        self.held.append(bytes((kind,)) + payload)
+        self.held.append(rec)
         self._kick.set()
 
     def event(self, name, detail, seq=None):
@@ -150,15 +140,10 @@ class Node:
             n = await asyncio.wait_for_ms(entry[1].read(values), _SENSOR_CAP_MS)
             if n is not None:
                 kept[name] = n
-        except drivers.SensorError as e:
-            errors[name] = e.code
-        except asyncio.TimeoutError:
-            errors[name] = "timeout"
-        except OSError as e:
-            errors[name] = "not_found" if e.args and e.args[0] in (19, 110, 116) else "io_error"
         except Exception as e:  # a driver bug must never stop the node: report it and go on
-            errors[name] = "error"
-            self.log("sensor %s: %r" % (name, e))
+            errors[name] = drivers.code(e)
+            if errors[name] == "error":
+                self.log("sensor %s: %r" % (name, e))
 
     async def cycle(self):
         """One reading cycle: sample, store as telemetry (seq+1), check alarms. Returns the dict
@@ -289,82 +274,14 @@ class Node:
             return True
         return False
 
-    # --- commands ---------------------------------------------------------------------------
     def _on_message(self, topic, payload, size):
-        if len(self._cmds) >= _CMD_QUEUE:
-            self.log("cmd: queue full, dropped one")
-            return
-        self._cmds.append((bytes(payload), size))
-        self._cmd_ev.set()
+        self.commands.on_message(topic, payload, size)
 
-    async def commander(self):
-        while True:
-            self.beat("commander")
-            if not self._cmds:
-                try:
-                    await asyncio.wait_for_ms(self._cmd_ev.wait(), 1000)
-                except asyncio.TimeoutError:
-                    pass
-                self._cmd_ev.clear()
-                continue
-            payload, size = self._cmds.pop(0)
-            cid, ok, res, err, after = None, False, None, None, None
-            try:
-                cid, cmd, args = telemetry.parse_cmd(payload, size)
-                res, after = await self.command(cmd, args)
-                ok = True
-            except telemetry.CommandError as e:
-                cid, err = e.id, str(e)
-            except ValueError as e:  # config.ConfigError from `set`
-                err = str(e)
-            except Exception as e:
-                err = "failed: %s" % e
-            await self.reply(telemetry.reply(cid, ok, res, err))
-            unload("config")
-            if after:
-                await after()
+    def wake(self):
+        """The config changed: the sampler starts its next wait afresh."""
+        self._wake.set()
 
-    async def reply(self, payload):
-        # The command came over the link, so it is usually up; if it dropped meanwhile (a sample
-        # takes seconds), wait for the next session rather than lose the answer: twice, bounded.
-        for _ in range(2):
-            try:
-                await asyncio.wait_for_ms(self.link.up.wait(), _REPLY_WAIT_MS)
-                await self.link.client.publish(self.t_reply, payload, 1)
-                return
-            except Exception as e:
-                err = e
-        self.log("reply lost: %r" % (err,))
-
-    async def command(self, cmd, args):
-        """Run one command; (result, coroutine function to run after the reply) or raises."""
-        if cmd == "ping":
-            return {"up": self.up_s(), "fw": FW, "boot": self.boot, "seq": self.seq,
-                    "mem_free": gc.mem_free(), "held": self.pending()}, None
-        if cmd == "sample":
-            r = await self.cycle()
-            return {"seq": r["seq"], "values": r["values"], "errors": r["errors"]}, None
-        if cmd == "get_config":
-            return _config().masked(self.cfg), None
-        if cmd == "set":
-            key, value = args.get("key"), args.get("value")
-            if not isinstance(key, str) or "value" not in args:
-                raise telemetry.CommandError("set needs args {\"key\": ..., \"value\": ...}")
-            raw, new_cfg = _config().set_key(persist.read_json(self.cfg_path), key, value, self._profile())
-            persist.write_json(self.cfg_path, raw)
-            self.cfg = new_cfg
-            self._wake.set()
-            return {"key": key, "value": value}, None
-        if cmd == "reboot":
-            return {"rebooting": True}, self._reboot
-        raise telemetry.CommandError("unknown command")
-
-    def _profile(self):
-        # boards/<board>.json beside config.json
-        d = self.cfg_path.rsplit("/", 1)[0] + "/" if "/" in self.cfg_path else ""
-        return persist.read_json("%sboards/%s.json" % (d, self.cfg["board"]))
-
-    async def _reboot(self):
+    async def reboot(self):
         self.log("reboot requested")
         await self.link.stop((self.t_status, telemetry.status(False)))
         self.flush()
@@ -376,7 +293,7 @@ class Node:
     # --- watchdog ---------------------------------------------------------------------------
     def alive(self):
         now = time.ticks_ms()
-        for name in ("sampler", "publisher", "commander"):
+        for name in ("sampler", "publisher", "commands"):
             t = self.beats.get(name)
             if t is None or time.ticks_diff(now, t) > STALE_MS:
                 return False
@@ -399,9 +316,9 @@ class Node:
     async def run(self, wdt=None, extra=()):
         self.report_crash()
         now = time.ticks_ms()
-        for name in ("sampler", "publisher", "commander"):
+        for name in ("sampler", "publisher", "commands"):
             self.beats[name] = now
-        coros = [self.link.run(), self.sampler(), self.publisher(), self.commander()]
+        coros = [self.link.run(), self.sampler(), self.publisher(), self.commands.task()]
         if wdt is not None:
             coros.append(self.watchdog(wdt))
         coros.extend(extra)

@@ -11,29 +11,16 @@ import json
 import time
 
 import board
-import config
 import drivers
-import persist
 
 
 def _code(e):
-    if isinstance(e, drivers.SensorError):
-        return e.code
-    if isinstance(e, asyncio.TimeoutError):
-        return "timeout"
-    if isinstance(e, OSError):
-        return "not_found" if e.args and e.args[0] in (19, 110, 116) else "io_error"
-    return "error: %r" % e
+    c = drivers.code(e)
+    return "error: %r" % e if c == "error" else c   # a bug: the field test shows what it was
 
 
 def _count(d, k):
     d[k] = d.get(k, 0) + 1
-
-
-def load():
-    raw = persist.read_json("config.json")
-    profile = persist.read_json("boards/%s.json" % raw.get("board"))
-    return config.validate(raw, profile), profile
 
 
 async def _read(s, c, values, up_ms):
@@ -94,7 +81,7 @@ async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False, up_ms=None):
             r["warmup_ms"] = s.warmup_ms
     if warm:
         await asyncio.sleep_ms(warm)
-    air = [c for c in confs if c["type"] in ("bme280", "dht22")]
+    air = [c for c in confs if drivers.rank(c) == 0]
     rest = [c for c in confs if c not in air]
     for i in range(n):
         if i:
@@ -109,30 +96,8 @@ async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False, up_ms=None):
     return out
 
 
-def wifi(cfg, connect_ms=15000):
-    if board.SIM:
-        return None
-    import network
-    w = network.WLAN(network.STA_IF)
-    d = {"ssid": cfg["wifi"]["ssid"], "was_connected": w.isconnected()}
-    t0 = time.ticks_ms()
-    if not w.isconnected():
-        w.active(True)
-        w.connect(cfg["wifi"]["ssid"], cfg["wifi"]["password"])
-        while not w.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < connect_ms:
-            time.sleep_ms(200)
-    st = w.status()
-    d["connected"] = w.isconnected()
-    d["status"] = [k for k in dir(network) if k.startswith("STAT_") and getattr(network, k) == st] or [st]
-    if d["connected"]:
-        d["connect_ms"] = time.ticks_diff(time.ticks_ms(), t0)
-        d["rssi"] = w.status("rssi")
-        d["ip"] = w.ifconfig()[0]
-    return d
-
-
 def run(n=5, names=None, wifi_check=True, gap_ms=200, rs=False):
-    cfg, profile = load()
+    _, cfg, profile = board.load()
     hw = board.open(profile)
     # ESP32: ms since power-up, what an MQ heater's warm-up counts from. The unix port's ticks
     # count from the host's boot, so the virtual node's sensors are taken as warm.
@@ -143,5 +108,6 @@ def run(n=5, names=None, wifi_check=True, gap_ms=200, rs=False):
         import drivers.mq as mq
         res["clean_air"] = mq.CLEAN_AIR
     if wifi_check:
-        res["wifi"] = wifi(cfg)
+        w = hw.wifi(cfg)
+        res["wifi"] = w.report() if w else None
     print("PROBE " + json.dumps(res))

@@ -64,17 +64,16 @@ _head = b"\xff"
 
 
 class Sensor:
-    ORDER = 1
     warmup_ms = 0
 
     def __init__(self, conf, hw):
         self.conf = conf
-        self.samples = conf.get("samples", 7)
+        self.samples = conf["samples"]
         self._link = Link(hw.uart(conf["uart"], conf["rx"], conf["tx"], 9600), _FRAME, _head)
         self._mm = array("i", [0] * self.samples)
         self._tmp = array("i", [0] * self.samples)
-        self._lo = int(conf.get("min_range_cm", 3.0) * 10)
-        self._hi = int(conf.get("max_range_cm", 450.0) * 10)
+        self._lo = int(conf["min_range_cm"] * 10)
+        self._hi = int(conf["max_range_cm"] * 10)
 
     async def read(self, values):
         c = self.conf
@@ -83,18 +82,14 @@ class Sensor:
         n = self.samples
         need = (n + 1) // 2
         mm = self._mm
-        got = bad = oor = 0
+        got = oor = 0
         t0 = time.ticks_ms()
         end = _FIRST_MS + n * _PER_MS
         while got < n:
-            while link.poll():
-                b = link.buf
-                if check(b):
-                    bad += 1
-                    link.resync()
-                    continue
-                d = (b[1] << 8) | b[2]
-                link.clear()
+            while True:
+                d = link.next(parse)
+                if d is None:
+                    break
                 if self._lo <= d <= self._hi:
                     mm[got] = d
                     got += 1
@@ -106,15 +101,15 @@ class Sensor:
                 break
             el = time.ticks_diff(time.ticks_ms(), t0)
             if (el >= _FIRST_MS and not link.seen) or el >= end or oor > n - need or \
-                    bad > 2 * n or (got < need and link.seen > 64 * n):
+                    link.bad > 2 * n or (got < need and link.seen > 64 * n):
                 break                       # unplugged, out of time, a majority out of reach, babble
             await asyncio.sleep_ms(_POLL_MS)
         if got < need:
             if not link.seen:
                 raise SensorError("timeout")
-            raise SensorError("out_of_range" if oor > bad else "checksum")
-        kept = _stats.reject(mm, got, c.get("mad_k", 3.0), _FLOOR_MM, self._tmp)
+            raise SensorError("out_of_range" if oor > link.bad else "checksum")
+        kept = _stats.reject(mm, got, c["mad_k"], _FLOOR_MM, self._tmp)
         dist = _stats.mean(mm, kept) / 10
         values["distance_cm"] = round(dist, 1)
-        values["water_level_cm"] = round(_stats.level_cm(c["mount_height_cm"], dist, c.get("offset_cm", 0.0)), 1)
+        values["water_level_cm"] = round(_stats.level_cm(c["mount_height_cm"], dist, c["offset_cm"]), 1)
         return kept

@@ -108,12 +108,11 @@ def compensate(raw_t, raw_p, raw_h, calib):
 
 
 class Sensor:
-    ORDER = 0          # an air sensor: read first, its air_temp_c corrects the ultrasonic drivers
     warmup_ms = 0
 
     def __init__(self, conf, hw):
         self._i2c = hw.i2c(conf["i2c"], conf["sda"], conf["scl"])
-        self._addr = conf.get("address", 0x76)
+        self._addr = conf["address"]
         self._b1 = bytearray(1)
         self._data = bytearray(8)
         self._calib = None

@@ -32,7 +32,6 @@ _POWER_UP_MS = const(1000)
 
 
 class Sensor:
-    ORDER = 0          # an air sensor: read first
     warmup_ms = 0
 
     def __init__(self, conf, hw):

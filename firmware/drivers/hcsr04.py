@@ -57,12 +57,11 @@ def cm_to_echo(cm, temp_c=20.0):
 
 
 class Sensor:
-    ORDER = 1
     warmup_ms = 0
 
     def __init__(self, conf, hw):
         self.conf = conf
-        self.samples = conf.get("samples", 7)
+        self.samples = conf["samples"]
         self._hw = hw
         self._trig = hw.pin_out(conf["trig"])
         self._echo = hw.pin_in(conf["echo"])
@@ -73,9 +72,9 @@ class Sensor:
         c = self.conf
         t = values.get("air_temp_c")
         if t is None:
-            t = c.get("temp_c", 20.0)
-        lo = int(cm_to_echo(c.get("min_range_cm", 2.0), t))
-        hi = int(cm_to_echo(c.get("max_range_cm", 400.0), t))
+            t = c["temp_c"]
+        lo = int(cm_to_echo(c["min_range_cm"], t))
+        hi = int(cm_to_echo(c["max_range_cm"], t))
         timeout = hi + hi // 10 + 1000
         n = self.samples
         need = (n + 1) // 2
@@ -103,8 +102,8 @@ class Sensor:
         if got < need:
             raise SensorError("timeout" if none > oor else "out_of_range")
         floor = int(cm_to_echo(_FLOOR_CM, t)) + 1
-        kept = _stats.reject(us, got, c.get("mad_k", 3.0), floor, self._tmp)
+        kept = _stats.reject(us, got, c["mad_k"], floor, self._tmp)
         dist = echo_to_cm(_stats.mean(us, kept), t)
         values["distance_cm"] = round(dist, 1)
-        values["water_level_cm"] = round(_stats.level_cm(c["mount_height_cm"], dist, c.get("offset_cm", 0.0)), 1)
+        values["water_level_cm"] = round(_stats.level_cm(c["mount_height_cm"], dist, c["offset_cm"]), 1)
         return kept

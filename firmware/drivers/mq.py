@@ -94,7 +94,6 @@ def rs_kohm(v, vc, rl_kohm):
 
 
 class Sensor:
-    ORDER = 1
     warmup_ms = 0
 
     def __init__(self, conf, hw):
@@ -109,7 +108,7 @@ class Sensor:
     async def measure_uv(self):
         """The mean ADC input in µV over `samples` reads."""
         adc = self._adc
-        n = self.conf.get("samples", 32)
+        n = self.conf["samples"]
         s = 0
         for i in range(n):
             if i and i % _BATCH == 0:
@@ -126,16 +125,16 @@ class Sensor:
             raise SensorError("not_found")
         if uv >= _SAT_UV:
             raise SensorError("out_of_range")
-        v = uv * c.get("divider", 1.0) / 1000000
+        v = uv * c["divider"] / 1000000
         try:
-            return rs_kohm(v, c.get("vc_v", 5.0), c.get("rl_kohm", 10.0))
+            return rs_kohm(v, c["vc_v"], c["rl_kohm"])
         except ValueError:
             raise SensorError("out_of_range")
 
     async def read(self, values):
         if not self._warm:
-            if time.ticks_diff(time.ticks_ms(), self._t0) < self.conf.get("preheat_s", 180) * 1000:
+            if time.ticks_diff(time.ticks_ms(), self._t0) < self.conf["preheat_s"] * 1000:
                 raise SensorError("warming_up")
             self._warm = True   # once warm, stay warm: ticks_ms wraps, the heater does not cool
         rs = await self.measure_rs()
-        values[self.key] = round(ppm(rs / self.conf.get("r0_kohm", 10.0), self.a, self.b), 2)
+        values[self.key] = round(ppm(rs / self.conf["r0_kohm"], self.a, self.b), 2)

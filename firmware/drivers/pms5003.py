@@ -16,19 +16,17 @@ interval allows (`warmup_ms`, wake/sleep); a single frame can carry a spike, so 
 Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
 awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). A reading
 takes about (frames - 1) s; unplugged (no byte at all) it gives `timeout` after at most
-`_WAIT_MS` (1.2 s); bytes that never form a valid frame give `checksum` within frames x 2.2 s.
+1.2 s (_uart.query); bytes that never form a valid frame give `checksum` within frames x 2.2 s.
 
     s = pms5003.Sensor(conf, hw)       # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
     await s.read(values)               # values["pm2_5_ugm3"] = 12.3
     pms5003.parse(frame)["pm2_5"]      # pure: 32 bytes -> dict, ValueError when bad
 """
-import asyncio
 import time
-from array import array
 
 from drivers import SensorError
 from drivers._stats import trimmed_mean
-from drivers._uart import Link
+from drivers._uart import Polled, query
 
 try:
     from micropython import const
@@ -40,9 +38,6 @@ _LEN = const(28)           # frame length field: 13 words + check word
 _CMD_MODE = const(0xE1)
 _CMD_READ = const(0xE2)
 _CMD_SLEEP = const(0xE4)
-_GAP_MS = const(1000)      # the PMS refreshes its values about once a second in passive mode
-_WAIT_MS = const(1200)     # answer to a read request: 32 bytes at 9600 baud take 33 ms; be generous
-_POLL_MS = const(20)
 _BAD_HEADER = const(1)
 _BAD_LENGTH = const(2)
 _BAD_CHECKSUM = const(3)
@@ -99,22 +94,22 @@ def command(cmd, data, out=None):
 _head = b"\x42\x4d\x00\x1c"
 
 
-class Sensor:
-    ORDER = 1
-    gap_ms = _GAP_MS       # between frames of one reading (tests shorten it)
-    warmup_ms = 30000      # set from warmup_s in __init__
-
+class Sensor(Polled):
     def __init__(self, conf, hw):
-        self.frames = conf.get("frames", 5)
-        self.warmup_ms = conf.get("warmup_s", 30) * 1000
-        self._link = Link(hw.uart(conf["uart"], conf["rx"], conf["tx"], 9600), _FRAME, _head)
-        self._cmd = bytearray(7)
-        self._pm = array("H", [0] * (3 * self.frames))   # atmospheric PM1.0, 2.5, 10 per frame
-        self._woke = time.ticks_ms()                      # powered with the board: warm-up starts now
-        self._asleep = False
+        Polled.__init__(self, conf, hw, _FRAME, _head, 7, 3)   # atmospheric PM1.0, 2.5, 10 per frame
 
     def _send(self, cmd, data):
         self._link.uart.write(command(cmd, data, self._cmd))
+
+    def _request(self):
+        self._send(_CMD_READ, 0)
+
+    def _take(self, v):
+        i = 3 * self._got
+        self._pm[i] = v["pm1_0"]
+        self._pm[i + 1] = v["pm2_5"]
+        self._pm[i + 2] = v["pm10"]
+        self._got += 1
 
     async def wake(self):
         self._send(_CMD_SLEEP, 1)
@@ -126,39 +121,12 @@ class Sensor:
         self._asleep = True
 
     async def read(self, values):
-        if self._asleep:
-            # Read outside the node's wake schedule (a `sample` command): wake it for next time.
-            await self.wake()
-        if time.ticks_diff(time.ticks_ms(), self._woke) < self.warmup_ms:
-            raise SensorError("warming_up")
+        await self._ready()
         link = self._link
-        link.flush()
         self._send(_CMD_MODE, 0)      # passive; the PMS may have come back from wake-up in active mode
+        bad = await query(link, self.frames, self.gap_ms, self._request, parse, self._take)
+        got = self._got
         pm = self._pm
-        got = bad = 0
-        for k in range(self.frames):
-            if k:
-                await asyncio.sleep_ms(self.gap_ms)
-            self._send(_CMD_READ, 0)
-            t0 = time.ticks_ms()
-            while True:
-                if link.poll():
-                    if check(link.buf):
-                        bad += 1
-                        link.resync()
-                        continue
-                    b = link.buf
-                    pm[3 * got] = _word(b, 10)
-                    pm[3 * got + 1] = _word(b, 12)
-                    pm[3 * got + 2] = _word(b, 14)
-                    got += 1
-                    link.clear()
-                    break
-                if time.ticks_diff(time.ticks_ms(), t0) >= _WAIT_MS:
-                    break
-                await asyncio.sleep_ms(_POLL_MS)
-            if not link.seen:
-                raise SensorError("timeout")     # not a single byte: unplugged or asleep for good
         if not got:
             raise SensorError("checksum" if bad or link.seen else "timeout")
         values["pm1_0_ugm3"] = round(trimmed_mean(pm, 0, 3, got), 1)

@@ -14,7 +14,7 @@ Readings above 999.9 µg/m³ are the end of the scale, not a value -> `out_of_ra
 
 Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
 awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). Unplugged:
-`timeout` after `_WAIT_MS` (1.2 s).
+`timeout` after 1.2 s (_uart.query).
 
     s = sds011.Sensor(conf, hw)        # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
     await s.read(values)               # values["pm10_ugm3"] = 20.5
@@ -22,11 +22,10 @@ awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP
 """
 import asyncio
 import time
-from array import array
 
 from drivers import SensorError
 from drivers._stats import trimmed_mean
-from drivers._uart import Link
+from drivers._uart import Polled, query
 
 try:
     from micropython import const
@@ -41,10 +40,7 @@ _CMD = const(0xB4)
 _SET_MODE = const(2)
 _QUERY = const(4)
 _SLEEP_WORK = const(6)
-_GAP_MS = const(1000)      # the SDS011 updates its values once a second
-_WAIT_MS = const(1200)
-_POLL_MS = const(20)
-_MAX = const(9999)         # 999.9 µg/m³: the top of the scale
+_MAX = const(9999)         # 999.9 µg/m³: the top of the scale, in the frame's tenths
 _WHY = const(("", "bad header", "bad tail", "bad checksum", "short frame"))
 
 
@@ -72,6 +68,10 @@ def parse(frame):
     return {"pm2_5": (frame[2] | (frame[3] << 8)) / 10, "pm10": (frame[4] | (frame[5] << 8)) / 10}
 
 
+def _tenths(x):
+    return int(x * 10 + 0.5)
+
+
 def command(data1, data2=0, data3=0, out=None):
     """The 19-byte command frame with device id FF FF (all sensors on the line)."""
     b = out if out is not None else bytearray(19)
@@ -93,23 +93,26 @@ def command(data1, data2=0, data3=0, out=None):
 _head = b"\xaa\xc0"
 
 
-class Sensor:
-    ORDER = 1
-    gap_ms = _GAP_MS       # between frames of one reading (tests shorten it)
-    warmup_ms = 30000      # set from warmup_s in __init__
-
+class Sensor(Polled):
     def __init__(self, conf, hw):
-        self.frames = conf.get("frames", 5)
-        self.warmup_ms = conf.get("warmup_s", 30) * 1000
-        self._link = Link(hw.uart(conf["uart"], conf["rx"], conf["tx"], 9600), _FRAME, _head)
-        self._cmd = bytearray(19)
-        self._pm = array("H", [0] * (2 * self.frames))
-        self._woke = time.ticks_ms()
-        self._asleep = False
+        Polled.__init__(self, conf, hw, _FRAME, _head, 19, 2)   # PM2.5, PM10 per frame
         self._moded = False
+        self._big = 0
 
     def _send(self, data1, data2=0, data3=0):
         self._link.uart.write(command(data1, data2, data3, self._cmd))
+
+    def _request(self):
+        self._send(_QUERY)
+
+    def _take(self, v):
+        p25, p10 = _tenths(v["pm2_5"]), _tenths(v["pm10"])
+        if p25 > _MAX or p10 > _MAX:
+            self._big += 1
+            return
+        self._pm[2 * self._got] = p25
+        self._pm[2 * self._got + 1] = p10
+        self._got += 1
 
     async def wake(self):
         self._send(_SLEEP_WORK, 1, 1)
@@ -124,45 +127,19 @@ class Sensor:
         self._asleep = True
 
     async def read(self, values):
-        if self._asleep:
-            await self.wake()
-        if time.ticks_diff(time.ticks_ms(), self._woke) < self.warmup_ms:
-            raise SensorError("warming_up")
+        await self._ready()
         link = self._link
-        link.flush()
         if not self._moded:
             self._send(_SET_MODE, 1, 1)    # query mode: no unsolicited frames between readings
             self._moded = True
         pm = self._pm
-        got = bad = big = 0
-        for k in range(self.frames):
-            if k:
-                await asyncio.sleep_ms(self.gap_ms)
-            self._send(_QUERY)
-            t0 = time.ticks_ms()
-            while True:
-                if link.poll():
-                    b = link.buf
-                    if check(b):
-                        bad += 1
-                        link.resync()
-                        continue
-                    p25 = b[2] | (b[3] << 8)
-                    p10 = b[4] | (b[5] << 8)
-                    link.clear()
-                    if p25 > _MAX or p10 > _MAX:
-                        big += 1
-                        break
-                    pm[2 * got] = p25
-                    pm[2 * got + 1] = p10
-                    got += 1
-                    break
-                if time.ticks_diff(time.ticks_ms(), t0) >= _WAIT_MS:
-                    break
-                await asyncio.sleep_ms(_POLL_MS)
-            if not link.seen:
-                self._moded = False        # it may have been swapped or power-cycled: set the mode again
-                raise SensorError("timeout")
+        self._big = 0
+        try:
+            bad = await query(link, self.frames, self.gap_ms, self._request, parse, self._take)
+        except SensorError:
+            self._moded = False            # it may have been swapped or power-cycled: set the mode again
+            raise
+        got, big = self._got, self._big
         if not got:
             raise SensorError("out_of_range" if big else "checksum" if bad or link.seen else "timeout")
         values["pm2_5_ugm3"] = round(trimmed_mean(pm, 0, 2, got) / 10, 1)

@@ -3,6 +3,7 @@
 import time
 
 import machine
+import simhw
 
 
 class FakeUart:
@@ -157,34 +158,15 @@ class Echo(machine.PinBase):
     def __init__(self, widths):
         self.widths = widths
         self.i = 0
-        self.at = None
-        self.w = 0
-        self.seen = False
+        self.pulse = simhw.EchoPulse()      # the virtual node's model of the line
 
     def fire(self):
         w = self.widths[self.i % len(self.widths)]
         self.i += 1
-        if w is None:
-            self.at = None
-        else:
-            self.w = w
-            self.seen = False
-            self.at = time.ticks_add(time.ticks_us(), 300)
+        self.pulse.start(w, 300)
 
     def value(self, v=None):
-        if self.at is None:
-            return 0
-        now = time.ticks_us()
-        dt = time.ticks_diff(now, self.at)
-        if dt < 0:
-            return 0
-        if not self.seen:
-            # The pulse starts when first seen, so that the OS preempting this process while
-            # time_pulse_us waits for the edge cannot make it measure from the pulse's middle.
-            self.seen = True
-            self.at = now
-            dt = 0
-        return 1 if dt < self.w else 0
+        return self.pulse.level()
 
 
 class FakeHw:

@@ -3,11 +3,10 @@ import json
 
 import config
 
-_BOARDS = "../../boards/"
-
-
 def board(name="esp32-generic"):
-    with open(_BOARDS + name + ".json") as f:
+    # the virtual node's own board comes with the simulator, the others with the firmware
+    d = "../../host_tools/citynode/sim/board/boards/" if name == "sim" else "../../boards/"
+    with open(d + name + ".json") as f:
         return json.load(f)
 
 

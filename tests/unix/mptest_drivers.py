@@ -13,7 +13,7 @@ from drivers import SensorError, a02yyuw, bme280, dht22, hcsr04, mq, pms5003, sd
 from fakebus import FakeAdc, FakeDht, FakeHw, FakeI2C, FakeUart, a02_frame, pms_frame, sds_frame
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-PROFILE = json.load(open(_HERE + "/../../boards/sim.json"))
+PROFILE = json.load(open(_HERE + "/../../host_tools/citynode/sim/board/boards/sim.json"))
 PMS_ACK = b"\x42\x4d\x00\x04\xe1\x00\x01\x74"      # answer to "passive mode": 0x174 = sum of the first six
 
 
@@ -288,7 +288,7 @@ async def test_bme280_registers_to_datasheet_example():
     bme_regs(i2c)
     hw = FakeHw(i2c=i2c)
     s = drivers.make(conf_of(AIR), hw)
-    assert s.ORDER == 0
+    assert drivers.rank(conf_of(AIR)) == 0
     v = {}
     await s.read(v)
     assert hw.opened[0] == ("i2c", 0, 21, 22)
@@ -364,7 +364,7 @@ def test_mq_curves_match_the_config():
 async def test_dht22_values_cache_and_errors():
     d = FakeDht(26.3, 70.1)
     s = drivers.make(conf_of({"name": "air", "type": "dht22"}), FakeHw(dht=d))
-    assert s.ORDER == 0
+    assert drivers.rank({"type": "dht22"}) == 0 and drivers.rank({"type": "hcsr04"}) == 1
     v = {}
     await s.read(v)                                  # waits out the 1 s after power-up
     assert v == {"air_temp_c": 26.3, "rh_pct": 70.1} and d.calls == 1
@@ -512,10 +512,11 @@ async def test_sim_all_seven_sensors_cycle_together_within_bounds():
     # host. The loop must never be held for long (a busy loop in the sim or a driver would hang
     # the node: node._read's wait_for cannot preempt it).
     hw = sim()
-    sensors = [drivers.make(conf_of(c), hw) for c in ALL_SEVEN]
+    confs = [conf_of(c) for c in ALL_SEVEN]
+    sensors = [drivers.make(c, hw) for c in confs]
     sensors[2].gap_ms = sensors[3].gap_ms = 50
     sensors[6]._t0 = time.ticks_add(time.ticks_ms(), -1000)   # the DHT22 powered up a second ago
-    sensors.sort(key=lambda s: s.ORDER)
+    sensors = [s for _, s in sorted(zip([drivers.rank(c) for c in confs], sensors), key=lambda p: p[0])]
     seen = {}
 
     async def cycles():

@@ -9,7 +9,7 @@ import drivers
 import node
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-PROFILE = json.load(open(_HERE + "/../../boards/sim.json"))
+PROFILE = json.load(open(_HERE + "/../../host_tools/citynode/sim/board/boards/sim.json"))
 EVERY = json.load(open(_HERE + "/../../examples/sim-every-sensor.json"))   # bench_node's node too
 
 

@@ -7,13 +7,12 @@ import time
 import config
 import drivers
 import node
-import telemetry
 
 _TMP = "/tmp/citynode-mptest-node"
 
 
 def _profile():
-    with open("../../boards/sim.json") as f:
+    with open("../../host_tools/citynode/sim/board/boards/sim.json") as f:
         return json.load(f)
 
 
@@ -158,20 +157,20 @@ async def test_commands():
     _fresh()
     n = _node(_cfg(), FakeOutbox())
     n.sensors = [[{"name": "a", "type": "x"}, Fake([{"rh_pct": 80.0}])]]
-    r, after = await n.command("ping", {})
+    r, after = await n.commands.run("ping", {})
     assert r["fw"] == node.FW and r["boot"] == 3 and after is None
-    r, _ = await n.command("sample", {})
+    r, _ = await n.commands.run("sample", {})
     assert r["values"] == {"rh_pct": 80.0} and r["seq"] == 0
-    r, _ = await n.command("get_config", {})
+    r, _ = await n.commands.run("get_config", {})
     assert r["node_id"] == "t-1"
-    r, _ = await n.command("set", {"key": "interval_s", "value": 30})
+    r, _ = await n.commands.run("set", {"key": "interval_s", "value": 30})
     assert n.cfg["interval_s"] == 30
     with open(_TMP + "/config.json") as f:
         assert json.load(f)["interval_s"] == 30
     for args in ({"key": "node_id", "value": "x"}, {"key": "interval_s", "value": "fast"}, {"key": "interval_s"}):
         try:
-            await n.command("set", args)
-        except (config.ConfigError, telemetry.CommandError):
+            await n.commands.run("set", args)
+        except ValueError:   # config.ConfigError or commands.CommandError (config may have been reloaded)
             pass
         else:
             raise AssertionError("set accepted %r" % args)
@@ -180,11 +179,56 @@ async def test_commands():
         assert json.load(f)["interval_s"] == 30
 
 
+class DropNoteFails(FakeOutbox):
+    """The reading goes in; the note of what the outbox dropped to make room does not."""
+
+    def append(self, rec):
+        if rec[0] == 0x65:   # b"e": an event record
+            raise OSError(28)
+        FakeOutbox.append(self, rec)
+
+
+async def test_a_stored_reading_is_not_held_too_when_the_dropped_note_fails():
+    ob = DropNoteFails()
+    n = _node(_cfg(), ob)
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"rh_pct": 80.0}])]]
+    ob.dropped = 3
+    await n.cycle()
+    assert len(ob.recs) == 1 and json.loads(ob.recs[0][1:])["seq"] == 0
+    assert n.store_error is None, n.store_error          # the reading was stored
+    assert [json.loads(r[1:])["event"] for r in n.held] == ["dropped"]   # only the note waits in RAM
+
+
+class Replies:
+    def __init__(self):
+        self.sent = []
+
+    async def reply(self, payload):
+        self.sent.append(json.loads(payload))
+
+
+async def test_a_refused_command_is_answered_with_its_id():
+    _fresh()
+    n = _node(_cfg(), FakeOutbox())
+    r = Replies()
+    n.commands.reply = r.reply
+    t = asyncio.create_task(n.commands.task())
+    for p in (b'{"id":"c-9","cmd":"set","args":{}}', b'{"id":"c-10","cmd":"nope"}', b'{"cmd":"set","args":{}}'):
+        n.commands.on_message("t", p, len(p))
+    for _ in range(100):
+        if len(r.sent) == 3:
+            break
+        await asyncio.sleep_ms(10)
+    t.cancel()
+    assert [(x["id"], x["ok"]) for x in r.sent] == [("c-9", False), ("c-10", False), (None, False)], r.sent
+    assert "set needs args" in r.sent[0]["error"]
+
+
 async def test_get_config_masks_secrets():
     c = _cfg()
     c["mqtt"]["password"] = "s3cret"
     n = _node(c)
-    r, _ = await n.command("get_config", {})
+    r, _ = await n.commands.run("get_config", {})
     assert r["mqtt"]["password"] == "***"
     assert "s3cret" not in json.dumps(r)
 
@@ -200,7 +244,7 @@ class FakeWDT:
 async def test_watchdog_fed_only_while_every_task_is_alive():
     n = _node(_cfg())
     now = time.ticks_ms()
-    for k in ("sampler", "publisher", "commander"):
+    for k in ("sampler", "publisher", "commands"):
         n.beats[k] = now
     assert n.alive()
     w = FakeWDT()
@@ -256,7 +300,7 @@ async def test_reply_waits_for_the_link_instead_of_dropping_the_answer():
 
     t = asyncio.create_task(link_comes_back())
     assert not n.link.up.is_set()
-    await n.reply(b'{"id":"c-1","ok":true}')   # down, then up; the first publish fails, the second goes
+    await n.commands.reply(b'{"id":"c-1","ok":true}')   # down, then up; the first publish fails, the second goes
     await t
     assert c.sent == [(n.t_reply, b'{"id":"c-1","ok":true}', 1)], c.sent
 

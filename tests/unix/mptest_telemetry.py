@@ -1,6 +1,7 @@
 # Payloads exactly as CONTRACT.md defines them, and the command parser's refusals.
 import json
 
+import commands
 import telemetry
 import node
 
@@ -41,16 +42,16 @@ def test_event_status_reply():
 
 def _refused(payload, reason, size=None):
     try:
-        telemetry.parse_cmd(payload, size)
-    except telemetry.CommandError as e:
+        commands.parse(payload, size)
+    except commands.CommandError as e:
         assert str(e) == reason, str(e)
         return e
     raise AssertionError("accepted %r" % payload)
 
 
 def test_parse_cmd():
-    assert telemetry.parse_cmd(b'{"id":"c-17","cmd":"sample","args":{}}') == ("c-17", "sample", {})
-    assert telemetry.parse_cmd(b'{"id":"c-1","cmd":"ping"}') == ("c-1", "ping", {})
+    assert commands.parse(b'{"id":"c-17","cmd":"sample","args":{}}') == ("c-17", "sample", {})
+    assert commands.parse(b'{"id":"c-1","cmd":"ping"}') == ("c-1", "ping", {})
     _refused(b"{nope", "malformed JSON")
     _refused(b"[1]", "expected a JSON object")
     e = _refused(b'{"id":"c-2","cmd":"exec","args":{}}', "unknown command")

@@ -52,7 +52,17 @@ async def main(mode, host, port, args):
         c = MQTTClient("mp-freeze", keepalive=int(args[0]))
         await c.connect(s)
         say("READY")
+
+        async def pongs():      # PONG: a PINGREQ went out (its time changed) and its answer came back
+            sent = c._ping_t
+            while True:
+                if c._ping_t != sent and not c._ping_out:
+                    say("PONG")
+                    sent = c._ping_t
+                await asyncio.sleep_ms(10)
+        t = asyncio.create_task(pongs())
         await c.dead.wait()
+        t.cancel()
         say("DEAD", c.reason)
     elif mode == "auth":
         c = MQTTClient("mp-auth", user=args[0], password=args[1])

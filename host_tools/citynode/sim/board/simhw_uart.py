@@ -1,6 +1,6 @@
 """The sim board's serial sensors: the bytes a PMS5003, an SDS011 or an A02YYUW puts on a UART.
 
-simhw.SimPeripherals.uart() imports this when a driver opens a UART. A UART does not know what
+simhw.SimPeripherals.uart() hands out its Uart when a driver opens a UART. A UART does not know what
 is wired to it until the driver writes: `42 4D ...` makes it a PMS5003, `AA B4 ...` an SDS011,
 and until then it streams A02YYUW frames (that sensor never writes). Frames come at the chip's
 rate (A02YYUW every 100 ms; PMS/SDS in active mode every second, in passive/query mode when

@@ -1,6 +1,6 @@
 """The sim board's I2C bus, with a BME280 on it: its registers, forced conversions, its NACK.
 
-simhw.SimPeripherals.i2c() imports this when a driver opens an I2C bus. The chip answers at
+simhw.SimPeripherals.i2c() hands out its I2c when a driver opens an I2C bus. The chip answers at
 `bme280_address` (0x76 unless the scenario says otherwise) with the id, the calibration words
 and, 9 ms after a forced-mode write, the raw ADC words whose datasheet compensation gives the
 simulated air; a reset (0xB6 to 0xE0) restores the power-on registers. Unplugged, every
@@ -10,8 +10,6 @@ transfer raises OSError(19) (ENODEV), as the ESP32 port does on a NACK.
     i2c.readfrom_mem_into(0x76, 0xD0, buf)       # buf[0] == 0x60, the chip id
 """
 import time
-
-from drivers import bme280
 
 try:
     from micropython import const
@@ -30,6 +28,10 @@ class I2c:
         self._sim = sim
         self._r = bytearray(256)
         self._done = None            # ticks_ms when the running conversion ends
+        # the node's own driver does the datasheet's arithmetic (imported from its flash, once
+        # a driver opens the bus)
+        from drivers import bme280
+        self._bme = bme280
         self._cal = bme280.calib_from(_CAL_TP, _CAL_H)
         self._raw = [519888, 415148, 30000]     # raw_t, raw_p, raw_h: the last conversion's
         self._reset()
@@ -85,11 +87,11 @@ class I2c:
             want = w[(1, 3, 2)[i]]
             top = (1 << 16 if i == 2 else 1 << 20) - 1
             x0 = raw[i]
-            g0 = bme280.compensate(raw[0], raw[1], raw[2], self._cal)[i] - want
+            g0 = self._bme.compensate(raw[0], raw[1], raw[2], self._cal)[i] - want
             x1 = x0 + 64 if x0 < top // 2 else x0 - 64
             for _ in range(8):
                 raw[i] = x1
-                g1 = bme280.compensate(raw[0], raw[1], raw[2], self._cal)[i] - want
+                g1 = self._bme.compensate(raw[0], raw[1], raw[2], self._cal)[i] - want
                 if g1 == g0:
                     break                              # flat: humidity clipped at 0 or 100 %
                 x = x1 - int(g1 * (x1 - x0) / (g1 - g0))

@@ -4,8 +4,9 @@ Each bus object produces what the real chip puts on the wire, so the real driver
 end: HC-SR04 trig/echo pins are `machine.PinBase` objects, so `machine.time_pulse_us` measures
 a real pulse as wide as the simulated round trip; ADCs give the voltage of an MQ divider; the
 DHT22 object measures the simulated air. UARTs (PMS5003, SDS011, A02YYUW frames: simhw_uart.py)
-and the I2C bus (a BME280's registers: simhw_bme280.py) are imported only when a driver opens
-one, so a virtual node carries only the simulated chips it has.
+and the I2C bus (a BME280's registers: simhw_bme280.py) are modules of their own. The virtual
+node's bootstrap loads all three from the host before it mounts the flash (they are its hardware,
+never files on its flash), with the board profile in PROFILES.
 
 The world follows a scenario, read from `sim.json` in the current directory if present (or
 passed as a dict); every key is optional:
@@ -50,6 +51,7 @@ except ImportError:
     const = lambda x: x  # noqa: E731
 
 _ECHO_LAT_US = const(450)      # HC-SR04: the 8-cycle 40 kHz burst goes out before ECHO rises
+PROFILES = {}                  # board name -> profile: boards/sim.json, set by the bootstrap
 _WORLD_MS = const(250)
 _KINDS = {"hcsr04": "water", "a02yyuw": "water", "pms5003": "pm", "sds011": "pm", "mq": "gas",
           "bme280": "air", "dht22": "air"}
@@ -91,9 +93,7 @@ class SimPeripherals:
         self._s = 0.0                  # world seconds since the start
         self._w = None                 # world() and the ticks_ms it was worked out at
         self._wt = time.ticks_ms()
-        self._echo_at = None           # ticks_us when the current echo rises, None: no echo
-        self._echo_us = 0
-        self._armed = False
+        self._hc = EchoPulse()
 
     # --- the simulated world -----------------------------------------------------------------
 
@@ -181,29 +181,52 @@ class SimPeripherals:
         # is 10 µs on a board; on the unix port the OS now and then stretches the driver's
         # sleep_us(10) past a millisecond (3.3 ms seen), and the module would still range.
         if not 5 <= width_us < 50000 or self.gone("hcsr04"):
-            self._echo_at = None
+            self._hc.start(None)
             return
         d = self.range_cm("hcsr04")
         c = 331.3 + 0.606 * self.world()[1]      # the air's real temperature sets the echo time
-        self._echo_us = int(d * 20000 / c)
-        self._echo_at = time.ticks_add(time.ticks_us(), _ECHO_LAT_US)
-        self._armed = True
+        self._hc.start(int(d * 20000 / c), _ECHO_LAT_US)
 
     def _echo(self):
-        # ECHO: high for the round-trip time, starting shortly after the trigger.
-        if self._echo_at is None:
+        return self._hc.level()
+
+
+class EchoPulse:
+    """An HC-SR04's ECHO line: after a ping, high for the round trip (µs), `latency_us` after the
+    trigger (the 8-cycle 40 kHz burst goes out first). The one model of it: the driver tests'
+    scripted echo (tests/unix/fakebus.py) drives this too.
+
+        e = EchoPulse(); e.start(1750, 450); e.level()   # 0 ... 1 for 1,750 µs ... 0
+    """
+
+    def __init__(self):
+        self.at = None           # ticks_us when the echo rises; None: no echo coming
+        self.width = 0
+        self.armed = False
+
+    def start(self, width_us, latency_us=0):
+        """A ping went out: echo width_us wide (None: no echo, the module is gone)."""
+        if width_us is None:
+            self.at = None
+            return
+        self.width = width_us
+        self.at = time.ticks_add(time.ticks_us(), latency_us)
+        self.armed = True
+
+    def level(self):
+        if self.at is None:
             return 0
         now = time.ticks_us()
-        dt = time.ticks_diff(now, self._echo_at)
+        dt = time.ticks_diff(now, self.at)
         if dt < 0:
             return 0
-        if self._armed:
+        if self.armed:
             # The echo starts when it is first seen: a host that was slow to look (a GC, the OS
             # scheduler; an ESP32 polls in a tight loop) must not measure it from its middle.
-            self._armed = False
-            self._echo_at = now
+            self.armed = False
+            self.at = now
             dt = 0
-        return 1 if dt < self._echo_us else 0
+        return 1 if dt < self.width else 0
 
 
 class _Pin(machine.PinBase):
