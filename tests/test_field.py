@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from citynode import calibrate, fieldtest, monitor
 from citynode.sim import install_firmware
 from citynode.cli import main
+from citynode.errors import Unreachable
 from helpers import free_port
 
 CITYNODE = str(Path(sys.executable).with_name("citynode"))
@@ -165,15 +166,18 @@ def test_config_show_puts_a_running_node_back_to_work(sim, broker):
                  15, what="the node's birth after config show")
         births = lambda: len(sub.all(lambda m: not m.retain and b'"online"' in m.payload))  # noqa: E731
         assert births() == 1
+        boot = lambda: json.loads((node.flash / "state.json").read_text())["boot"]  # noqa: E731
+        b1 = boot()
         r = cli("--json", "config", "show", "--port", node.port, "--no-reset")
         assert r.exit_code == 0, r.output
-        import time
-        time.sleep(3)  # the soft reset above was followed by a birth within a second
-        assert births() == 1
         from citynode import transport
         with transport.Device(node.port) as dev:
             dev.soft_reset()
-        wait_for(lambda: births() == 2, 15, what="the birth after the REPL session")
+        # the boot counter counts every start of main.py: one more, ours, not one for --no-reset too
+        born = lambda: [json.loads(m.payload)["boot"] for m in sub.all(  # noqa: E731
+            lambda m: not m.retain and b'"online"' in m.payload)]
+        wait_for(lambda: boot() > b1 and boot() in born(), 15, what="the birth of the node's latest boot")
+        assert boot() == b1 + 1 and len(born()) == 2
     finally:
         sub.close()
 
@@ -273,9 +277,46 @@ def test_wifi_check_esp32():
 def test_offset_and_pick():
     assert calibrate.offset_for(62.5, 300.0, 247.3) == 9.8
     cfg = {"sensors": [WATER, dict(WATER, name="water2"), {"name": "air", "type": "bme280"}]}
-    with pytest.raises(calibrate.CitynodeError, match="2 water sensors .*--sensor") as e:
+    with pytest.raises(calibrate.CitynodeError, match="2 water sensors") as e:
         calibrate.pick(cfg, None, calibrate.WATER_TYPES, "water")
-    assert e.value.exit_code == 2
+    assert e.value.exit_code == 2 and e.value.param == "sensor"   # the CLI names --sensor
     assert calibrate.pick(cfg, "water2", calibrate.WATER_TYPES, "water")["name"] == "water2"
     with pytest.raises(calibrate.CheckFailed, match="no gas sensor"):
         calibrate.pick(cfg, None, calibrate.GAS_TYPES, "gas")
+
+
+def test_field_test_closes_its_broker_client_when_the_restart_fails(monkeypatch):
+    """A restart that raises after the probe must not leave the broker client's thread running."""
+    closed = []
+
+    class Dev:
+        t = None
+
+        def __init__(self, port, timeout):
+            pass
+
+        def open(self):
+            return self
+
+        def close(self):
+            pass
+
+    class Nob:
+        def __init__(self, *a):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    def restart(dev, timeout=10.0):
+        raise Unreachable("the node did not come back")
+
+    cfg = {"node_id": "ft-9", "board": "sim", "mqtt": {"host": "127.0.0.1", "port": 1}, "sensors": []}
+    monkeypatch.setattr(fieldtest.transport, "Device", Dev)
+    monkeypatch.setattr(fieldtest, "node_config", lambda dev: cfg)
+    monkeypatch.setattr(fieldtest, "NodeOnBroker", Nob)
+    monkeypatch.setattr(fieldtest, "probe", lambda dev, samples: {"sensors": {}, "sim": True, "wifi": None})
+    monkeypatch.setattr(fieldtest, "restart", restart)
+    with pytest.raises(Unreachable):
+        fieldtest.run("/dev/null-node", samples=1)
+    assert closed == [True]

@@ -120,12 +120,20 @@ def test_publish_subscribe_qos0_qos1_retained(broker, peers, mps):
     assert mp.p.wait(5) == 0
 
 
+def _round_trip(peer, topic="t/mark"):
+    """A message of the peer's own (it subscribes to `topic`) through the broker and back: what
+    the broker did before it (a will it would have sent) has reached the peer by then."""
+    mark = b"mark-%d" % len(peer.msgs)
+    peer.c.publish(topic, mark, qos=1)
+    wait_for(lambda: [m for m in peer.got(topic) if m.payload == mark], 5, 0.01, what="the marker")
+
+
 def test_will_delivered_when_process_is_killed(broker, peers, mps):
     keepalive = 2
-    peer = peers(broker, "t/will")
+    peer = peers(broker, "t/will", "t/mark")
     mp = mps(broker, "will", keepalive)
     mp.line("READY")
-    time.sleep(0.2)
+    _round_trip(peer)
     assert peer.got("t/will") == []   # no will while the client lives
     t0 = time.monotonic()
     mp.p.kill()
@@ -141,7 +149,8 @@ def test_clean_disconnect_sends_no_will(broker, peers, mps):
     mp.line("READY")
     peer.c.publish("t/in", b"stop", qos=1)
     mp.line("BYE")
-    time.sleep(0.3)
+    assert mp.p.wait(5) == 0          # its socket is closed: the broker has had its DISCONNECT
+    _round_trip(peer)
     assert peer.got("t/will") == []
 
 
@@ -149,7 +158,7 @@ def test_frozen_broker_is_detected_within_1_5_keepalive(broker, mps):
     keepalive = 2   # PINGREQ every 1 s
     mp = mps(broker, "freeze", keepalive)
     mp.line("READY")
-    time.sleep(1.3)  # at least one PINGREQ answered while the broker is well
+    mp.line("PONG")  # a PINGREQ answered while the broker is well
     assert not [ln for ln in mp.lines if ln.startswith("DEAD")], mp.lines
     broker.freeze()
     try:

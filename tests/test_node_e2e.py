@@ -3,6 +3,7 @@ a paho-mqtt subscriber checking every field of CONTRACT.md."""
 import json
 import time
 
+import citynode
 import pytest
 
 from helpers import Sub, wait_for
@@ -34,7 +35,7 @@ def test_virtual_node_publishes_answers_and_leaves_a_will(broker, tmp_path):
                 st = late.wait(lambda m: True, 5, "retained status")[0]
                 assert st.retain
                 birth = json.loads(st.payload)
-                assert birth["state"] == "online" and birth["fw"] == "0.3.1"
+                assert birth["state"] == "online" and birth["fw"] == citynode.__version__
                 assert birth["boot"] == 0 and birth["reset"] == "power"
 
             sub.publish(base + "cmd", json.dumps({"id": "c-1", "cmd": "ping", "args": {}}))
@@ -44,7 +45,7 @@ def test_virtual_node_publishes_answers_and_leaves_a_will(broker, tmp_path):
             sub.publish(base + "cmd", big)
             replies = sub.wait(lambda m: m.topic.endswith("reply") and len(sub.json("reply")) >= 4, 15, "4 replies")
             rs = {r["id"]: r for r in sub.json("reply")}
-            assert rs["c-1"]["ok"] is True and rs["c-1"]["result"]["fw"] == "0.3.1"
+            assert rs["c-1"]["ok"] is True and rs["c-1"]["result"]["fw"] == citynode.__version__
             assert isinstance(rs["c-1"]["result"]["up"], int)
             anon = sorted(r["error"] for r in sub.json("reply") if r["id"] is None and r["ok"] is False)
             assert anon == ["malformed JSON", "payload too large (%d > 512 bytes)" % len(big)], anon

@@ -94,7 +94,7 @@ def test_provision_refuses_before_touching_a_port(tmp_path, broker):
     assert r.exit_code == 3 and "broker 127.0.0.1:%d could not be reached" % port in r.output
     r = CliRunner().invoke(main, ["provision", "--inventory", str(inv), "--ports", ghost, "--nodes", "prov-03",
                                   "--broker", broker.address])
-    assert r.exit_code == 2 and "--firmware is required" in r.output
+    assert r.exit_code == 2 and "no firmware image to flash" in r.output and "(--firmware)" in r.output
 
 
 def test_provision_port_failure_does_not_stop_the_others(tmp_path, broker):

@@ -194,7 +194,9 @@ def test_foreground_installs_firmware_and_stops_cleanly_on_sigint(tmp_path, env)
     try:
         first = p.stdout.readline()   # no config.json: the firmware says so and waits (safe mode)
         assert "safe mode" in first, first
-        assert (flash / "main.py").exists() and (flash / "boards" / "sim.json").exists()
+        assert (flash / "main.py").exists() and (flash / "boards" / "esp32-generic.json").exists()
+        # the simulated board is the node's hardware, not a file on its flash
+        assert not (flash / "boards" / "sim.json").exists() and not list(flash.rglob("simhw*"))
         kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
         assert len(kids) == 1
         p.send_signal(signal.SIGINT)

@@ -49,8 +49,8 @@ def pick(cfg, name, types, what):
     if not cands:
         raise CheckFailed("the node has no %s sensor (%s) in its config" % (what, "/".join(types)))
     if len(cands) > 1:
-        raise CitynodeError("the node has %d %s sensors (%s): say which with --sensor"
-                            % (len(cands), what, ", ".join(s["name"] for s in cands)), 2)
+        raise CitynodeError("the node has %d %s sensors (%s): name the one to calibrate"
+                            % (len(cands), what, ", ".join(s["name"] for s in cands)), 2, param="sensor")
     return cands[0]
 
 
@@ -181,20 +181,3 @@ class _session:
                 raise
         finally:
             self.dev.close()
-
-
-def _running(r):
-    return "\nnode restarted: %s" % r["running"] if r.get("running") else ""
-
-
-def render_water(r):
-    return ("%s %s: offset_cm %s -> %s; water level %s cm -> %s cm (reference %s cm; %d reads, distance %s cm, spread %s cm)%s"
-            % (r["node_id"], r["sensor"], r["offset_cm"]["before"], r["offset_cm"]["after"], r["level_cm"]["before"],
-               r["level_cm"]["after"], r["reference_cm"], r["samples"], r["distance_cm"], r["spread_cm"], _running(r)))
-
-
-def render_gas(r):
-    return ("%s %s (%s, %s): r0_kohm %s -> %s; %s in this air %s -> %s (Rs %s kOhm, median of %d reads over %s min, "
-            "drift %+.1f %%)%s" % (r["node_id"], r["sensor"], r["type"], r["gas"], r["r0_kohm"]["before"], r["r0_kohm"]["after"],
-                                   r["ppm"]["quantity"], r["ppm"]["before"], r["ppm"]["after"], r["rs_kohm"], r["reads"],
-                                   r["minutes"], r["drift_pct"], _running(r)))

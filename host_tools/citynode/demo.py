@@ -16,7 +16,7 @@ from pathlib import Path
 from . import fw
 from .localbroker import LocalBroker
 
-EXAMPLES = fw.ROOT / "examples"
+EXAMPLES = fw.EXAMPLES
 DEFAULT_NODES = ("sim-water.json", "sim-air.json", "sim-drain.json")
 SCENARIO = EXAMPLES / "sim-rain.json"
 
@@ -58,7 +58,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="citynode.demo")
     ap.add_argument("--nodes", default=",".join(str(EXAMPLES / n) for n in DEFAULT_NODES))
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
-    ap.add_argument("--flash-root", default=str(fw.ROOT / "demo-flash"))
+    ap.add_argument("--flash-root", default="demo-flash")
     a = ap.parse_args(argv)
     import paho.mqtt.client as mqtt
 

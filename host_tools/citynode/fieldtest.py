@@ -298,6 +298,7 @@ def run(port, samples=5, broker=None, user=None, password=None, tls=False, onlin
     dev = transport.Device(port, timeout=10.0).open()
     nob = None
     reset_at = None
+    handed_on = False       # nob goes on to the broker checks below
     try:
         raw = node_config(dev)
         rep["node_id"] = raw.get("node_id") if isinstance(raw, dict) else None
@@ -328,6 +329,7 @@ def run(port, samples=5, broker=None, user=None, password=None, tls=False, onlin
         reset_at = time.monotonic()
         rep["restart"] = restart(dev)
         t["restart"] = round(time.monotonic() - reset_at, 2)
+        handed_on = True
     finally:
         if reset_at is None and dev.t is not None:
             # Whatever went wrong, leave the node running its firmware, not sitting in the REPL.
@@ -336,8 +338,8 @@ def run(port, samples=5, broker=None, user=None, password=None, tls=False, onlin
             except CitynodeError:
                 pass
         dev.close()
-        if nob is not None and reset_at is None:
-            nob.close()
+        if nob is not None and not handed_on:
+            nob.close()     # its network thread must not outlive a failed test
     try:
         t2 = time.monotonic()
         checks.extend(broker_checks(nob, reset_at, online_s))
@@ -363,20 +365,3 @@ def save_report(rep, directory):
     tmp.write_text(json.dumps(rep, indent=1, default=str))
     tmp.rename(p)
     return p
-
-
-def render(rep):
-    """A rich Table: one row per check, PASS/FAIL and the reason."""
-    from rich.table import Table
-
-    t = Table(title="field test of %s on %s: %s" % (rep.get("node_id") or "?", rep["port"], rep["result"]),
-              caption="broker %s, %d reads per sensor, %s s" % (rep.get("broker", "-"), rep["samples"], rep.get("took_s", "-")),
-              caption_justify="left")
-    t.add_column("check")
-    t.add_column("result")
-    t.add_column("detail", overflow="fold")
-    t.add_column("reason", overflow="fold")
-    for c in rep["checks"]:
-        style = {PASS: "green", FAIL: "bold red"}.get(c["result"], "dim")
-        t.add_row(c["check"], "[%s]%s[/]" % (style, c["result"]), c.get("detail") or "", c.get("reason") or "")
-    return t

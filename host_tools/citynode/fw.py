@@ -1,16 +1,24 @@
-"""Where the firmware and board profiles are, and the firmware's own config validator,
-imported from firmware/config.py so that the host and the node share one source of truth.
+"""The firmware and board profiles this package carries, and the firmware's own config validator
+(firmware/config.py, imported as it is) so that the host and the node share one source of truth.
 
     from citynode import fw
-    cfg = fw.validate(json.loads(text))      # raises fw.config.ConfigError
+    cfg = fw.validate(json.loads(text))      # raises fw.ConfigError
+    fw.FIRMWARE / "main.py"                  # what `deploy` sends, inside the installed package
+
+Everything is found with importlib.resources: the same from a wheel, `pipx install` or a checkout.
 """
+import importlib.resources
 import importlib.util
 import json
+import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = ROOT / "firmware"
-BOARDS = ROOT / "boards"
+_PKG = importlib.resources.files("citynode")
+FIRMWARE = Path(str(_PKG / "firmware"))
+BOARDS = Path(str(_PKG / "boards"))
+EXAMPLES = Path(str(_PKG / "examples"))   # the configs the demo and the docs start from
+# The virtual node's own board: it comes with the simulator, never goes to a board's flash.
+SIM_BOARDS = Path(str(_PKG / "sim" / "board" / "boards"))
 
 
 def _load(name, path):
@@ -20,17 +28,27 @@ def _load(name, path):
     return mod
 
 
+def version():
+    """The firmware's version, as firmware/version.py writes it."""
+    m = re.search(r'^VERSION\s*=\s*"([^"]+)"', (FIRMWARE / "version.py").read_text(), re.M)
+    return m.group(1) if m else "unknown"
+
+
 config = _load("citynode_fw_config", FIRMWARE / "config.py")
 ConfigError = config.ConfigError
 
 
+def _profiles():
+    return {p.stem: p for d in (BOARDS, SIM_BOARDS) for p in d.glob("*.json")}
+
+
 def board_names():
-    return sorted(p.stem for p in BOARDS.glob("*.json"))
+    return sorted(_profiles())
 
 
 def board(name):
-    p = BOARDS / ("%s.json" % name)
-    if not isinstance(name, str) or not p.is_file():
+    p = _profiles().get(name) if isinstance(name, str) else None
+    if p is None:
         raise ConfigError("board", "unknown board %r (known: %s)" % (name, ", ".join(board_names())))
     return json.loads(p.read_text())
 

@@ -2,8 +2,9 @@
 lost or delivered twice.
 
     from citynode import monitor
-    fleet = monitor.Fleet()
-    monitor.watch(monitor.parse_broker("127.0.0.1:1883"), "city", fleet, seconds=10)
+    w = monitor.Watch(monitor.parse_broker("127.0.0.1:1883"), "city").start()
+    rows, totals = w.snapshot()        # one dict per node; {"nodes": 3, "lost": 0, ...}
+    w.stop()
 
 `Fleet` is the accounting and knows nothing of MQTT: feed it (topic, payload) and it keeps, per
 node and boot, which `seq` numbers it has seen. A reading is identified by (boot, seq) for ever
@@ -12,12 +13,11 @@ a reading that arrives after a later one (held back in the node's outbox) fills 
 """
 import bisect
 import json
-import sys
 import threading
 import time
 import uuid
 
-from .errors import CitynodeError, Unreachable
+from .errors import BadInput, Unreachable
 
 KINDS = ("status", "telemetry", "event")
 _MAX_BOOTS = 8  # ledgers kept per node; older boots are dropped (their holes with them)
@@ -307,7 +307,7 @@ def parse_broker(text, user=None, password=None, tls=False):
     except ValueError:
         port = -1
     if not host or not 0 < port < 65536:
-        raise CitynodeError("--broker %r: expected HOST or HOST:PORT" % text, exit_code=2)
+        raise BadInput("broker %r: expected HOST or HOST:PORT" % text, param="broker")
     return Broker(host, port, user, password, tls)
 
 
@@ -324,7 +324,8 @@ def connect(broker, client_id=None, mqtt5=False, timeout=5.0, on_message=None, s
         c.username_pw_set(broker.user, broker.password)
     if broker.tls:
         c.tls_set()
-    state = {"rc": None, "subs": 0}
+    state = {"rc": None, "subs": 0}   # subs: SUBACKs so far, the reconnects' included
+    c.user_data_set(state)
     ready = threading.Event()
     subscribed = threading.Event()
 
@@ -410,6 +411,12 @@ class Watch:
     def connected(self):
         return bool(self.client and self.client.is_connected())
 
+    @property
+    def subacks(self):
+        """Subscriptions the broker has confirmed since start (they are made again after a
+        reconnect: a clean session forgets them)."""
+        return self.client.user_data_get()["subs"] if self.client else 0
+
     def stop(self):
         if self.client:
             _stop(self.client)
@@ -419,111 +426,3 @@ class Watch:
         now = time.time()
         with self.lock:
             return [n.summary(now) for _, n in sorted(self.fleet.nodes.items())], self.fleet.totals()
-
-
-# --- presentation ------------------------------------------------------------------------------
-
-def render(rows, totals, broker=None, share=None, connected=True):
-    """A rich Table of the fleet."""
-    from rich.table import Table
-
-    title = "citynode fleet"
-    if broker:
-        title += " on %s" % broker
-    if share:
-        title += " (share %s: telemetry split with the group's other monitors)" % share
-    t = Table(title=title, caption=_caption(totals, connected), caption_justify="left")
-    for col, kw in (("node", {}), ("state", {}), ("fw", {}), ("boot", {"justify": "right"}),
-                    ("seen", {"justify": "right"}), ("recv", {"justify": "right"}),
-                    ("lost", {"justify": "right"}), ("dup", {"justify": "right"}),
-                    ("late", {"justify": "right"}), ("values", {"overflow": "fold"}),
-                    ("errors", {"overflow": "fold"})):
-        t.add_column(col, **kw)
-    for r in rows:
-        state = r["state"] or "?"
-        style = {"online": "green", "offline": "red"}.get(state, "yellow")
-        t.add_row(r["node"], "[%s]%s[/]" % (style, state), r["fw"] or "", _s(r["boot"]), _age(r["age_s"]),
-                  str(r["received"]), _warn(r["lost"]), _warn(r["dups"]), str(r["late"]),
-                  " ".join("%s=%s" % (k, _num(v)) for k, v in sorted(r["values"].items())),
-                  " ".join("%s:%s" % kv for kv in sorted(r["errors"].items())))
-    return t
-
-
-def _caption(totals, connected):
-    s = ("%(nodes)d nodes, %(online)d online, %(offline)d offline · %(messages)d messages · "
-         "%(lost)d lost, %(dups)d duplicates, %(late)d late" % totals)
-    return s if connected else s + " · broker connection lost, reconnecting"
-
-
-def _s(v):
-    return "" if v is None else str(v)
-
-
-def _age(a):
-    if a is None:
-        return "-"
-    return "%ds ago" % a if a < 120 else "%dm ago" % (a // 60)
-
-
-def _warn(n):
-    return "[bold red]%d[/]" % n if n else "0"
-
-
-def _num(v):
-    return ("%.4g" % v) if isinstance(v, float) else str(v)
-
-
-def run(broker, prefix="city", share=None, json_out=False, seconds=None, out=None):
-    """The `citynode monitor` loop: JSON lines or a live table until Ctrl-C or `seconds`.
-    Returns the final (rows, totals)."""
-    out = out or sys.stdout
-    wlock = threading.Lock()
-
-    def print_line(rec):
-        line = json.dumps(rec, separators=(",", ":")) + "\n"
-        with wlock:
-            out.write(line)
-            out.flush()  # a line per message as it comes, for `| jq` and `| tee`
-
-    w = Watch(broker, prefix, share, print_line if json_out else None).start()
-    end = None if seconds is None else time.monotonic() + seconds
-    try:
-        if json_out:
-            _sleep_until(end)
-        else:
-            _table_loop(w, end, out)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        w.stop()
-    return w.snapshot()
-
-
-def _sleep_until(end):
-    while end is None or time.monotonic() < end:
-        time.sleep(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic())))
-
-
-def _table_loop(w, end, out):
-    from rich.console import Console
-    from rich.live import Live
-
-    con = Console(file=out)
-    if not con.is_terminal:
-        # Piped: no redraws, one table at the end (or at Ctrl-C).
-        con = Console(file=out, width=160)
-        try:
-            _sleep_until(end)
-        finally:
-            rows, totals = w.snapshot()
-            con.print(render(rows, totals, w.broker, w.share, w.connected))
-        return
-
-    def table():
-        rows, totals = w.snapshot()
-        return render(rows, totals, w.broker, w.share, w.connected)
-
-    with Live(table(), console=con, refresh_per_second=2) as live:
-        while end is None or time.monotonic() < end:
-            time.sleep(0.5)
-            live.update(table())

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import configtool, deploy, fieldtest, flash, monitor, transport
-from .errors import CitynodeError
+from .errors import BadInput, CitynodeError
 
 STEPS = ("flash", "deploy", "config", "test")
 
@@ -33,15 +33,15 @@ def plan(inventory, ports, nodes=None, defaults=None):
     if nodes:
         unknown = [n for n in nodes if n not in by_id]
         if unknown:
-            raise CitynodeError("--nodes: %s not in %s" % (", ".join(unknown), inventory), 2)
+            raise BadInput("nodes %s are not in %s" % (", ".join(unknown), inventory), param="nodes")
         chosen = [(n, by_id[n]) for n in nodes]
     else:
         chosen = configs
     if len(ports) != len(chosen):
-        raise CitynodeError("%d ports for %d nodes: give one port per node (pick the nodes with --nodes ID,...)"
-                            % (len(ports), len(chosen)), 2)
+        raise CitynodeError("%d ports for %d nodes: give one port per node, or pick the nodes"
+                            % (len(ports), len(chosen)), 2, param="nodes")
     if len(set(ports)) != len(ports):
-        raise CitynodeError("--ports: a port is listed twice", 2)
+        raise BadInput("a port is listed twice", param="ports")
     return [(p, nid, cfg) for p, (nid, cfg) in zip(ports, chosen)]
 
 
@@ -66,7 +66,7 @@ def _one(port, node_id, cfg, opts, log):
 
     def do_flash():
         if opts["skip_flash"]:
-            return "skipped (--skip-flash)"
+            return "skipped (asked to)"
         if is_virtual(port):
             return "skipped: virtual node (a pty has no bootloader)"
         r = flash.flash(port, opts["firmware"], erase=opts["erase"], redirect=False)
@@ -134,7 +134,7 @@ def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_f
     work = plan(inventory, ports, nodes, defaults)
     if not skip_flash and any(not is_virtual(p) for p, _, _ in work):
         if not firmware:
-            raise CitynodeError("--firmware is required to flash (or --skip-flash)", 2)
+            raise BadInput("no firmware image to flash (give one, or skip flashing)", param="firmware")
         flash.image_chip_id(flash.read_image(firmware), firmware)
     # One broker check up front: an unreachable broker would otherwise fail every node's test
     # after minutes of flashing.
@@ -165,20 +165,3 @@ def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_f
         sys.stdout.close()
         sys.stdout = saved
     return rows
-
-
-def render(rows):
-    from rich.table import Table
-
-    bad = sum(1 for r in rows if r["result"] != "PASS")
-    t = Table(title="provisioning: %d nodes, %d passed, %d failed" % (len(rows), len(rows) - bad, bad))
-    for c in ("node", "port") + STEPS + ("result", "s", "reason"):
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        cells = []
-        for s in STEPS:
-            st = r["steps"].get(s)
-            cells.append("-" if st is None else {"PASS": "[green]ok[/]", "FAIL": "[bold red]FAIL[/]"}.get(st["result"], "skip"))
-        style = "green" if r["result"] == "PASS" else "bold red"
-        t.add_row(r["node_id"], r["port"], *cells, "[%s]%s[/]" % (style, r["result"]), "%.0f" % r["seconds"], r["reason"] or "")
-    return t

@@ -1,20 +1,31 @@
-"""The `citynode` command line. Commands are a few lines each; the work is in the modules
-beside this one (transport, deploy, sim, monitor ...), which know nothing of Click."""
+"""The `citynode` command line: a thin layer over the library (every module of citynode but this
+package), which knows nothing of Click. Every command is in the table below; a module that fails
+to import fails loudly.
+
+    from citynode.cli import main
+    main(["deploy", "--port", "/dev/ttyUSB0"])
+"""
 import click
 
-from . import __version__
-from .errors import CitynodeError
+from .. import __version__
+from . import field, flash, monitor, sim, usb
+from .base import Ctx, Group
+
+# name -> command: the whole CLI in one place (as mpremote's _COMMANDS).
+COMMANDS = {
+    "ports": usb.ports,
+    "flash": flash.flash_cmd,
+    "deploy": usb.deploy,
+    "config": usb.config,
+    "calibrate": field.calibrate_grp,
+    "test": field.test_cmd,
+    "provision": field.provision_cmd,
+    "monitor": monitor.monitor_cmd,
+    "sim": sim.sim,
+}
 
 
-class Ctx:
-    """State shared by every command: where the node is and how to print."""
-
-    def __init__(self, port, json_out):
-        self.port = port
-        self.json = json_out
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--port", "-p", envvar="CITYNODE_PORT", help="Serial port of the node (or CITYNODE_PORT).")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON document instead of tables.")
 @click.version_option(__version__, prog_name="citynode")
@@ -24,58 +35,7 @@ def main(ctx, port, json_out):
     ctx.obj = Ctx(port, json_out)
 
 
-def common(f):
-    """--port and --json on the command itself too (`citynode deploy --port X` as well as
-    `citynode --port X deploy`); the merged values land in ctx.obj."""
-    def port_cb(ctx, param, value):
-        if value:
-            ctx.find_object(Ctx).port = value
-        return value
+for _name, _cmd in COMMANDS.items():
+    main.add_command(_cmd, _name)
 
-    def json_cb(ctx, param, value):
-        if value:
-            ctx.find_object(Ctx).json = True
-        return value
-
-    f = click.option("--json", "_json", is_flag=True, expose_value=False, callback=json_cb,
-                     help="Print one JSON document instead of tables.")(f)
-    f = click.option("--port", "-p", "_port", expose_value=False, callback=port_cb,
-                     help="Serial port of the node (or CITYNODE_PORT).")(f)
-    return f
-
-
-def node_port(obj, boards_only=False):
-    """--port / CITYNODE_PORT, or the only node-looking port there is; `boards_only` (flash)
-    looks at real boards only: a virtual node has no bootloader."""
-    if obj.port:
-        return obj.port
-    from . import ports
-    found = [p for p in ports.candidates() if not boards_only or p["kind"] == "esp32"]
-    what = "ESP32 board" if boards_only else "ESP32 board or virtual node"
-    if len(found) == 1:
-        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
-        return found[0]["port"]
-    if not found:
-        raise click.UsageError("no port given and no %s found; use --port" % what)
-    raise click.UsageError("several possible nodes (%s); choose one with --port"
-                           % ", ".join(p["port"] for p in found))
-
-
-def _register():
-    # Each module owns its commands; this keeps cli.py free of merge conflicts.
-    import importlib
-    for name in ("cli_usb", "cli_field", "cli_sim"):
-        try:
-            mod = importlib.import_module("." + name, __package__)
-        except ModuleNotFoundError as e:
-            if e.name != "%s.%s" % (__package__, name):
-                raise
-            continue
-        for cmd in mod.COMMANDS:
-            main.add_command(cmd)
-
-
-_register()
-
-__all__ = ["main", "Ctx", "CitynodeError", "common"]
-
+__all__ = ["main", "COMMANDS"]

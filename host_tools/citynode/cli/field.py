@@ -1,60 +1,9 @@
-"""The field crew's commands: flash, monitor, calibrate, test, provision. Each is a few lines
-around flash.py, monitor.py, calibrate.py, fieldtest.py and provision.py."""
-import json
-
+"""The field crew's commands at a node: test, calibrate, provision. Each is a few lines around
+fieldtest.py, calibrate.py and provision.py; views.py draws their results."""
 import click
 
-from .cli import common, node_port
-from .errors import CitynodeError
-
-
-def _print_json(doc):
-    click.echo(json.dumps(doc, separators=(",", ":"), default=str))
-
-
-def _broker_options(f):
-    f = click.option("--tls", is_flag=True, help="Connect to the broker over TLS.")(f)
-    f = click.option("--password", envvar="CITYNODE_MQTT_PASSWORD", help="Broker password (or CITYNODE_MQTT_PASSWORD).")(f)
-    f = click.option("--user", envvar="CITYNODE_MQTT_USER", help="Broker user (or CITYNODE_MQTT_USER).")(f)
-    return f
-
-
-@click.command("flash")
-@click.option("--firmware", "firmware", required=True, type=click.Path(dir_okay=False),
-              help="MicroPython image (.bin) for the board's chip.")
-@click.option("--erase", is_flag=True, help="Erase the whole flash first (the node's files go too).")
-@click.option("--baud", default=460800, show_default=True, type=click.IntRange(9600, 3000000),
-              help="Baud rate while writing.")
-@common
-@click.pass_context
-def flash_cmd(ctx, firmware, erase, baud):
-    """Write a MicroPython image with esptool: chip detected, image checked, offset by chip."""
-    from . import flash
-
-    r = flash.flash(node_port(ctx.obj, boards_only=True), firmware, erase=erase, baud=baud)
-    if ctx.obj.json:
-        _print_json(r)
-    else:
-        click.echo("%s: %s at 0x%x (%d bytes%s), MicroPython %s on %s"
-                   % (r["port"], r["chip"], r["offset"], r["bytes"], ", erased first" if r["erased"] else "",
-                      r["version"], r["machine"]))
-
-
-@click.command("monitor")
-@click.option("--broker", envvar="CITYNODE_BROKER", required=True, help="HOST[:PORT] of the broker (or CITYNODE_BROKER).")
-@click.option("--prefix", default="city", show_default=True, help="Topic root (the nodes' mqtt.prefix).")
-@click.option("--share", metavar="GROUP", help="MQTT 5 shared subscription: monitors in one GROUP split the telemetry.")
-@click.option("--once", "seconds", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-              help="Watch for SECONDS, print the result and exit.")
-@_broker_options
-@common
-@click.pass_context
-def monitor_cmd(ctx, broker, prefix, share, seconds, user, password, tls):
-    """Live view of a fleet from the broker: online/offline, last seen, values, lost and duplicated readings."""
-    from . import monitor
-
-    b = monitor.parse_broker(broker, user, password, tls)
-    monitor.run(b, prefix, share, json_out=ctx.obj.json, seconds=seconds)
+from . import views
+from .base import broker_options, common, console, node_port, print_json
 
 
 @click.command("test")
@@ -63,26 +12,26 @@ def monitor_cmd(ctx, broker, prefix, share, seconds, user, password, tls):
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Keep a timestamped JSON report per node here.")
 @click.option("--online-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds the node may take to come online on the broker after its restart.")
-@_broker_options
+@broker_options
 @common
 @click.pass_context
 def test_cmd(ctx, samples, broker, report_dir, online_timeout, user, password, tls):
     """The field test: every sensor, Wi-Fi, the broker connection and a telemetry round trip. PASS/FAIL."""
-    from . import fieldtest
+    from .. import fieldtest
 
     rep = fieldtest.run(node_port(ctx.obj), samples, broker, user, password, tls, online_s=online_timeout)
     if report_dir:
         rep["report"] = str(fieldtest.save_report(rep, report_dir))
-    _show(ctx, rep, fieldtest.render)
+    _show(ctx, rep, views.field_test)
     if rep["result"] != "PASS":
         raise SystemExit(1)
 
 
 def _show(ctx, doc, render):
     if ctx.obj.json:
-        _print_json(doc)
+        print_json(doc)
         return
-    con = _console()
+    con = console()
     con.print(render(doc))
     if doc.get("report"):
         con.print("report: %s" % doc["report"])
@@ -103,10 +52,10 @@ def calibrate_grp():
 @click.pass_context
 def calibrate_water(ctx, reference_cm, samples, sensor, max_spread):
     """Set the water sensor's offset_cm so that it reads the reference level now."""
-    from . import calibrate
+    from .. import calibrate
 
     r = calibrate.water(node_port(ctx.obj), reference_cm, samples, sensor, max_spread)
-    _print_json(r) if ctx.obj.json else click.echo(calibrate.render_water(r))
+    print_json(r) if ctx.obj.json else click.echo(views.calibration_water(r))
 
 
 @calibrate_grp.command("gas")
@@ -117,10 +66,10 @@ def calibrate_water(ctx, reference_cm, samples, sensor, max_spread):
 @click.pass_context
 def calibrate_gas(ctx, minutes, sensor):
     """Measure an MQ sensor's R0 in clean air and store r0_kohm."""
-    from . import calibrate
+    from .. import calibrate
 
     r = calibrate.gas(node_port(ctx.obj), minutes, sensor)
-    _print_json(r) if ctx.obj.json else click.echo(calibrate.render_gas(r))
+    print_json(r) if ctx.obj.json else click.echo(views.calibration_gas(r))
 
 
 def _csv(ctx, param, value):
@@ -147,32 +96,21 @@ def _csv(ctx, param, value):
               help="Seconds a node may take to come online on the broker.")
 @click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
               help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
-@_broker_options
+@broker_options
 @common
 @click.pass_context
 def provision_cmd(ctx, inventory, ports, firmware, skip_flash, erase, nodes, defaults, samples, broker, report_dir,
                   online_timeout, src, user, password, tls):
     """Flash, deploy, config and field-test several nodes at once, one worker per port."""
-    from . import provision
+    from .. import provision
 
     rows = provision.provision(inventory, ports, firmware, nodes, defaults, skip_flash, erase, samples, broker,
                                user, password, tls, report_dir, online_timeout, src=src,
                                log=None if ctx.obj.json else lambda m: click.echo(m, err=True))
     doc = {"result": "PASS" if all(r["result"] == "PASS" for r in rows) else "FAIL", "nodes": rows}
     if ctx.obj.json:
-        _print_json(doc)
+        print_json(doc)
     else:
-        _console().print(provision.render(rows))
+        console().print(views.provision(rows))
     if doc["result"] != "PASS":
         raise SystemExit(1)
-
-
-def _console():
-    from rich.console import Console
-    con = Console()
-    return con if con.is_terminal else Console(width=max(con.width, 140))
-
-
-COMMANDS = [flash_cmd, monitor_cmd, test_cmd, calibrate_grp, provision_cmd]
-
-__all__ = ["COMMANDS", "CitynodeError"]

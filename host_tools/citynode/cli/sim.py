@@ -1,11 +1,11 @@
-"""`citynode sim`: the virtual node (see sim.py)."""
+"""`citynode sim`: the virtual node (citynode.sim)."""
 import json
 import re
 
 import click
 
-from .cli import common
-from .errors import CitynodeError
+from ..errors import CitynodeError
+from .base import common
 
 
 def _broker(ctx, param, value):
@@ -15,6 +15,10 @@ def _broker(ctx, param, value):
     if not m or not 0 < int(m.group(2)) < 65536:
         raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:1883")
     return value
+
+
+def _file_error(e, flash):
+    return "%s: %s" % (e.filename or flash, e.strerror or e)
 
 
 @click.command()
@@ -34,14 +38,16 @@ def _broker(ctx, param, value):
 @click.pass_obj
 def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, empty):
     """Run the firmware on a virtual node (the MicroPython unix port)."""
-    from . import sim as simlib
+    from .. import sim as simlib
     if heapsize and not re.fullmatch(r"\d+[kKmM]?", heapsize):
         raise click.BadParameter("expected a size such as 120k or 2M", param_hint="--heapsize")
     try:
         fleet = simlib.fleet(flash, nodes, config=config, broker=broker, scenario=scenario,
                              serial=serial, baud=baud, heapsize=heapsize, empty=empty)
-    except (OSError, ValueError) as e:
-        raise CitynodeError("--config: %s" % e)
+    except ValueError as e:       # the config is not JSON
+        raise CitynodeError("%s: %s" % (config, e), 1)
+    except OSError as e:
+        raise CitynodeError(_file_error(e, flash), 1)
 
     def ready(started):
         if not serial:
@@ -55,9 +61,9 @@ def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, emp
 
     try:
         code = simlib.serve(fleet, ready)
-    except (OSError, RuntimeError) as e:
+    except OSError as e:          # the flash directory or a file copied onto it
+        raise CitynodeError(_file_error(e, flash), 1)
+    except RuntimeError as e:     # MicroPython would not start
         raise CitynodeError("sim: %s" % e, 3)
     raise SystemExit(code)
 
-
-COMMANDS = [sim]

@@ -5,15 +5,15 @@ import sys
 
 import click
 
-from .cli import common, node_port
-from .errors import CheckFailed, CitynodeError
+from ..errors import CheckFailed, CitynodeError
+from .base import common, node_port
 
 TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
                        envvar="CITYNODE_TIMEOUT", help="Seconds the node may stay silent.")
 
 
 def _device(obj, timeout):
-    from .transport import Device
+    from ..transport import Device
     return Device(node_port(obj), timeout)
 
 
@@ -29,7 +29,7 @@ def _emit(obj, doc, text):
 @click.pass_obj
 def ports(obj):
     """List serial ports, marking ESP32 boards and running virtual nodes."""
-    from . import ports as portlib
+    from .. import ports as portlib
     found = portlib.scan()
     if obj.json:
         click.echo(json.dumps(found))
@@ -52,20 +52,22 @@ def ports(obj):
 @click.option("--no-reset", is_flag=True, help="Leave the node in the REPL afterwards.")
 @click.option("--source", is_flag=True, help="Send .py sources instead of compiling to .mpy.")
 @click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
-              help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
+              help="A tree holding firmware/ and boards/ to deploy (default: the firmware in this package).")
+@click.option("--prune", is_flag=True,
+              help="Allow a firmware with fewer files than the node holds of ours (the rest is removed).")
 @TIMEOUT
 @common
 @click.pass_obj
-def deploy(obj, dry_run, no_reset, source, src, timeout):
+def deploy(obj, dry_run, no_reset, source, src, prune, timeout):
     """Compile the firmware for the node and copy what changed, main.py last."""
-    from . import deploy as deploylib
+    from .. import deploy as deploylib
     if src and not os.path.isdir(os.path.join(src, "firmware")):
         raise click.BadParameter("%s has no firmware/ directory" % src, param_hint="--src")
     bar = _Progress(enabled=not obj.json and not dry_run and sys.stderr.isatty())
     with _device(obj, timeout) as dev:
         try:
             s = deploylib.deploy(dev, dry_run=dry_run, reset=not no_reset, source=source,
-                                 progress=bar.update, root=src)
+                                 progress=bar.update, root=src, prune=prune)
         finally:
             bar.close()
     if obj.json:
@@ -127,7 +129,7 @@ def config():
 @click.pass_obj
 def config_validate(obj, file, defaults):
     """Check a config.json, or every row of an inventory CSV, with the firmware's validator."""
-    from . import configtool
+    from .. import configtool
     if file.lower().endswith(".csv"):
         d = configtool.load_json(defaults, "defaults") if defaults else None
         rows = configtool.inventory_configs(file, d)
@@ -155,7 +157,7 @@ def config_push(obj, file, inventory, node_id, defaults, no_reset, timeout):
 
     Either FILE (a config.json) or --inventory fleet.csv --node ID [--defaults site.json].
     Passwords may come from CITYNODE_WIFI_PASSWORD and CITYNODE_MQTT_PASSWORD."""
-    from . import configtool
+    from .. import configtool
     if bool(file) == bool(inventory):
         raise click.UsageError("give either FILE or --inventory CSV --node ID")
     if inventory and not node_id:
@@ -188,7 +190,7 @@ RESUME = click.option("--no-reset", is_flag=True,
 def _pull(obj, timeout, no_reset):
     # Reading a config interrupts the firmware (Ctrl-C); a node left in the REPL stops
     # publishing, so unless asked, it is soft-reset back to work as deploy and push do.
-    from . import configtool
+    from .. import configtool
     with _device(obj, timeout) as dev:
         text = configtool.pull(dev)
         if no_reset or text is None:
@@ -207,7 +209,7 @@ def _pull(obj, timeout, no_reset):
 @click.pass_obj
 def config_show(obj, no_reset, timeout):
     """Print the node's config.json, secrets as ***."""
-    from . import configtool
+    from .. import configtool
     port, text = _pull(obj, timeout, no_reset)
     try:
         cfg = json.loads(text)
@@ -241,5 +243,3 @@ def config_pull(obj, file, no_reset, timeout):
     _emit(obj, {"ok": True, "port": port, "file": file, "bytes": len(text.encode())},
           "%s: config.json of %s (%d B)" % (file, port, len(text.encode())))
 
-
-COMMANDS = [ports, deploy, config]

@@ -1,0 +1,90 @@
+"""What every command shares: the context object, --port/--json, the port chooser, JSON and
+console output, the broker options, and the group that turns the library's errors into exits."""
+import json
+
+import click
+
+from ..errors import CitynodeError
+
+
+class Ctx:
+    """State shared by every command: where the node is and how to print."""
+
+    def __init__(self, port, json_out):
+        self.port = port
+        self.json = json_out
+
+
+def common(f):
+    """--port and --json on the command itself too (`citynode deploy --port X` as well as
+    `citynode --port X deploy`); the merged values land in ctx.obj."""
+    def port_cb(ctx, param, value):
+        if value:
+            ctx.find_object(Ctx).port = value
+        return value
+
+    def json_cb(ctx, param, value):
+        if value:
+            ctx.find_object(Ctx).json = True
+        return value
+
+    f = click.option("--json", "_json", is_flag=True, expose_value=False, callback=json_cb,
+                     help="Print one JSON document instead of tables.")(f)
+    f = click.option("--port", "-p", "_port", expose_value=False, callback=port_cb,
+                     help="Serial port of the node (or CITYNODE_PORT).")(f)
+    return f
+
+
+def node_port(obj, boards_only=False):
+    """--port / CITYNODE_PORT, or the only node-looking port there is; `boards_only` (flash)
+    looks at real boards only: a virtual node has no bootloader."""
+    if obj.port:
+        return obj.port
+    from .. import ports
+    found = [p for p in ports.candidates() if not boards_only or p["kind"] == "esp32"]
+    what = "ESP32 board" if boards_only else "ESP32 board or virtual node"
+    if len(found) == 1:
+        click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
+        return found[0]["port"]
+    if not found:
+        raise click.UsageError("no port given and no %s found; use --port" % what)
+    raise click.UsageError("several possible nodes (%s); choose one with --port"
+                           % ", ".join(p["port"] for p in found))
+
+
+class Fail(click.ClickException):
+    """A library error on its way out: "Error: <one line>" on stderr, the contract's exit code."""
+
+    def __init__(self, err):
+        msg = str(err)
+        if err.param:
+            msg += " (--%s)" % err.param.replace("_", "-")
+        super().__init__(msg)
+        self.exit_code = err.exit_code
+
+
+class Group(click.Group):
+    """Runs a command; a CitynodeError it raises becomes one line and its exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CitynodeError as e:
+            raise Fail(e) from None
+
+
+def print_json(doc):
+    click.echo(json.dumps(doc, separators=(",", ":"), default=str))
+
+
+def broker_options(f):
+    f = click.option("--tls", is_flag=True, help="Connect to the broker over TLS.")(f)
+    f = click.option("--password", envvar="CITYNODE_MQTT_PASSWORD", help="Broker password (or CITYNODE_MQTT_PASSWORD).")(f)
+    f = click.option("--user", envvar="CITYNODE_MQTT_USER", help="Broker user (or CITYNODE_MQTT_USER).")(f)
+    return f
+
+
+def console():
+    from rich.console import Console
+    con = Console()
+    return con if con.is_terminal else Console(width=max(con.width, 140))

@@ -1,0 +1,35 @@
+"""UART pacing: the virtual node's serial face moves bytes no faster than a real USB UART would.
+
+    w = Wire(115200 / 10)         # bytes per second
+    k = w.ready(now, pending)     # how many may go now; then w.sent(k, pending - k)
+"""
+
+
+class Wire:
+    """One direction of a UART at `rate` bytes/s: bytes leave one after another, each 1/rate s,
+    and a byte counts as arrived when its last bit has. An idle line banks nothing."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.head = 0.0       # when the byte now at the head of the queue started
+        self.busy = False
+
+    def ready(self, now, pending):
+        """How many of the pending bytes are across by now."""
+        if not self.rate:
+            return pending
+        if not self.busy:
+            self.busy = True
+            self.head = max(self.head, now)
+        return min(pending, int((now - self.head) * self.rate))
+
+    def sent(self, k, left):
+        if self.rate:
+            self.head += k / self.rate
+            self.busy = left > 0
+
+    def wait(self, now, pending):
+        """Seconds until a few ms worth (or all) of the pending bytes are across."""
+        if not self.rate:
+            return 0.0
+        return max(0.0, self.head + min(pending, max(1, self.rate * 0.003)) / self.rate - now)
