@@ -23,6 +23,11 @@ def compile_tree(dst):
     (dst / "drivers").mkdir()
     for src, out in srcs:
         subprocess.run([MPY_CROSS, "-o", str(dst / out), str(src)], check=True)
+    from citynode import fw
+    c = fw.config
+    (dst / "defaults.json").write_text(json.dumps(
+        {t: {k: d for k, kind, d, lo, hi in fields if d is not None and d != c.REQ}
+         for t, (mod, fields) in c.SENSORS.items()}))
 
 
 def run_mp(dst, what):

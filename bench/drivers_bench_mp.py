@@ -64,24 +64,33 @@ def driver_bench(name):
     gc.collect()
     imported = gc.mem_alloc() - base
 
-    # Each driver with its fake bus, k frames (pings, ADC samples) per reading.
+    # Each driver with its fake bus, k frames (pings, ADC samples) per reading; the conf as the
+    # node has it, with config.py's defaults filled (drivers keep no defaults of their own).
+    def full(t, conf):
+        # defaults.json: config.SENSORS' defaults, written by bench_drivers.py (config.py itself
+        # does not fit beside the drivers in this 64 KB heap)
+        with open("defaults.json") as f:
+            for key, default in json.load(f)[t].items():
+                conf.setdefault(key, default)
+        return conf
+
     def make(k):
         if name == "hcsr04":
             conf = {"trig": 5, "echo": 18, "mount_height_cm": 300.0, "samples": k, "mad_k": 3.0}
-            return mod.Sensor(conf, FakeHw(widths=(5824, 5830, 1500, 5818, 5826, 5822)))
+            return mod.Sensor(full("hcsr04", conf), FakeHw(widths=(5824, 5830, 1500, 5818, 5826, 5822)))
         if name == "a02yyuw":
             conf = {"uart": 1, "rx": 4, "tx": 23, "mount_height_cm": 300.0, "samples": k}
             u = FakeUart(a02_frame(1500) + b"\x00\xff" + a02_frame(1502), loop=True, record=False, gaps=False, size=256)
-            return mod.Sensor(conf, FakeHw(uart=u))
+            return mod.Sensor(full("a02yyuw", conf), FakeHw(uart=u))
         if name in ("pms5003", "sds011"):
             f = pms_frame((11, 17, 21)) if name == "pms5003" else sds_frame(123, 456)
             conf = {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 0, "frames": k}
-            s = mod.Sensor(conf, FakeHw(uart=FakeUart(replies=(b"\x00" + f,), record=False, gaps=False, size=256)))
+            s = mod.Sensor(full(name, conf), FakeHw(uart=FakeUart(replies=(b"\x00" + f,), record=False, gaps=False, size=256)))
             s.gap_ms = 0                  # the 1 s between frames changes nothing on the heap
             return s
         if name == "mq":
             conf = {"type": "mq135", "adc": 34, "gas": "co2", "preheat_s": 0, "samples": k}
-            return mod.Sensor(conf, FakeHw(adc=FakeAdc(1500000)))
+            return mod.Sensor(full("mq135", conf), FakeHw(adc=FakeAdc(1500000)))
         if name == "bme280":
             i2c = FakeI2C()
             r = i2c.regs
@@ -89,8 +98,8 @@ def driver_bench(name):
             r[0x88:0x88 + 26] = b"pkCg\x18\xfc}\x8eC\xd6\xd0\x0b'\x0b\x8c\x00\xf9\xff\x8c<\xf8\xc6p\x17\x00K"
             r[0xE1:0xE1 + 7] = b"j\x01\x00\x14$\x03\x1e"
             r[0xF7:0xFF] = b"\x65\x5a\xc0\x7e\xed\x00\x75\x30"
-            return mod.Sensor({"i2c": 0, "sda": 21, "scl": 22, "address": 0x76}, FakeHw(i2c=i2c))
-        s = mod.Sensor({"pin": 4}, FakeHw(dht=FakeDht()))
+            return mod.Sensor(full("bme280", {"i2c": 0, "sda": 21, "scl": 22, "address": 0x76}), FakeHw(i2c=i2c))
+        s = mod.Sensor(full("dht22", {"pin": 4}), FakeHw(dht=FakeDht()))
         s._t0 -= 1000                     # powered a second ago
         return s
 

@@ -15,6 +15,7 @@ def main(only=()):
     write RESULTS.md from every section there: re-running one bench keeps the others' figures."""
     out = HERE / "out"
     out.mkdir(exist_ok=True)
+    _seed(out)
     for b in sorted(HERE.glob("bench_*.py")):
         if only and b.stem not in only:
             continue
@@ -36,6 +37,21 @@ def main(only=()):
                                 os.cpu_count(), platform.python_version()))
     (HERE / "RESULTS.md").write_text(head + "\n" + "\n".join(sections))
     print("wrote bench/RESULTS.md")
+
+
+def _seed(out):
+    """bench/out is not committed: a fresh clone takes each bench's last section from RESULTS.md,
+    so that re-running one bench there does not drop the others' figures."""
+    import re
+    res = HERE / "RESULTS.md"
+    if not res.exists():
+        return
+    text = res.read_text()
+    body = text.split("\n## ", 1)[1] if "\n## " in text else ""
+    for sec in re.split(r"\n(?=## )", "## " + body):
+        m = re.search(r"_\((bench_\w+)\.py took", sec)
+        if m and not (out / (m.group(1) + ".md")).exists():
+            (out / (m.group(1) + ".md")).write_text(sec.strip() + "\n")
 
 
 if __name__ == "__main__":

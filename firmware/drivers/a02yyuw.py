@@ -52,12 +52,17 @@ def check(frame):
     return 0
 
 
+def decode(frame):
+    """The distance in mm (int) of a checked frame: what the driver and parse() both use."""
+    return (frame[1] << 8) | frame[2]
+
+
 def parse(frame):
     """One 4-byte frame -> distance in mm (int); ValueError("a02yyuw: bad checksum") etc."""
     why = check(frame)
     if why:
         raise ValueError("a02yyuw: " + ("", "bad header", "", "bad checksum", "short frame")[why])
-    return (frame[1] << 8) | frame[2]
+    return decode(frame)
 
 
 _head = b"\xff"
@@ -86,10 +91,9 @@ class Sensor:
         t0 = time.ticks_ms()
         end = _FIRST_MS + n * _PER_MS
         while got < n:
-            while True:
-                d = link.next(parse)
-                if d is None:
-                    break
+            while link.next(check):
+                d = decode(link.buf)
+                link.clear()
                 if self._lo <= d <= self._hi:
                     mm[got] = d
                     got += 1

@@ -16,7 +16,7 @@ interval allows (`warmup_ms`, wake/sleep); a single frame can carry a spike, so 
 Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
 awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). A reading
 takes about (frames - 1) s; unplugged (no byte at all) it gives `timeout` after at most
-1.2 s (_uart.query); bytes that never form a valid frame give `checksum` within frames x 2.2 s.
+1.2 s (_polled.query); bytes that never form a valid frame give `checksum` within frames x 2.2 s.
 
     s = pms5003.Sensor(conf, hw)       # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
     await s.read(values)               # values["pm2_5_ugm3"] = 12.3
@@ -26,7 +26,7 @@ import time
 
 from drivers import SensorError
 from drivers._stats import trimmed_mean
-from drivers._uart import Polled, query
+from drivers._polled import Polled, query
 
 try:
     from micropython import const
@@ -65,6 +65,18 @@ def check(frame):
     return 0
 
 
+def decode(frame, out, i=0):
+    """The atmospheric PM1.0, PM2.5, PM10 (µg/m³, what the node publishes) of a checked frame
+    into out[i:i+3]. Allocates nothing: the driver's hot path and parse() share it."""
+    for k in range(3):
+        out[i + k] = _word(frame, 10 + 2 * k)
+
+
+def _cf1(frame, out):
+    for k in range(3):
+        out[k] = _word(frame, 4 + 2 * k)
+
+
 def parse(frame):
     """One 32-byte frame -> {"pm1_0", "pm2_5", "pm10" (atmospheric), "cf1_pm1_0", "cf1_pm2_5",
     "cf1_pm10"} in µg/m³; ValueError("pms5003: bad checksum") etc. when it is not a valid frame.
@@ -72,8 +84,11 @@ def parse(frame):
     why = check(frame)
     if why:
         raise ValueError("pms5003: " + _WHY[why])
-    return {"cf1_pm1_0": _word(frame, 4), "cf1_pm2_5": _word(frame, 6), "cf1_pm10": _word(frame, 8),
-            "pm1_0": _word(frame, 10), "pm2_5": _word(frame, 12), "pm10": _word(frame, 14)}
+    atm, cf1 = [0, 0, 0], [0, 0, 0]
+    decode(frame, atm)
+    _cf1(frame, cf1)
+    return {"cf1_pm1_0": cf1[0], "cf1_pm2_5": cf1[1], "cf1_pm10": cf1[2],
+            "pm1_0": atm[0], "pm2_5": atm[1], "pm10": atm[2]}
 
 
 def command(cmd, data, out=None):
@@ -104,11 +119,8 @@ class Sensor(Polled):
     def _request(self):
         self._send(_CMD_READ, 0)
 
-    def _take(self, v):
-        i = 3 * self._got
-        self._pm[i] = v["pm1_0"]
-        self._pm[i + 1] = v["pm2_5"]
-        self._pm[i + 2] = v["pm10"]
+    def _take(self, frame):
+        decode(frame, self._pm, 3 * self._got)
         self._got += 1
 
     async def wake(self):
@@ -124,7 +136,7 @@ class Sensor(Polled):
         await self._ready()
         link = self._link
         self._send(_CMD_MODE, 0)      # passive; the PMS may have come back from wake-up in active mode
-        bad = await query(link, self.frames, self.gap_ms, self._request, parse, self._take)
+        bad = await query(link, self.frames, self.gap_ms, self._request, check, self._take)
         got = self._got
         pm = self._pm
         if not got:

@@ -14,7 +14,7 @@ Readings above 999.9 µg/m³ are the end of the scale, not a value -> `out_of_ra
 
 Worst case the loop is held: the bytes the UART has buffered (rxbuf 256) are parsed between two
 awaits, 2 µs a byte on the unix port (estimated 5-10 ms for 256 bytes on an ESP32). Unplugged:
-`timeout` after 1.2 s (_uart.query).
+`timeout` after 1.2 s (_polled.query).
 
     s = sds011.Sensor(conf, hw)        # conf: {"uart": 2, "rx": 16, "tx": 17, "warmup_s": 30, "frames": 5}
     await s.read(values)               # values["pm10_ugm3"] = 20.5
@@ -25,7 +25,7 @@ import time
 
 from drivers import SensorError
 from drivers._stats import trimmed_mean
-from drivers._uart import Polled, query
+from drivers._polled import Polled, query
 
 try:
     from micropython import const
@@ -60,16 +60,21 @@ def check(frame):
     return 0
 
 
+def decode(frame, out, i=0):
+    """PM2.5 and PM10 of a checked frame, in tenths of µg/m³ (the frame's own unit), into
+    out[i], out[i+1]. Allocates nothing: the driver's hot path and parse() share it."""
+    out[i] = frame[2] | (frame[3] << 8)
+    out[i + 1] = frame[4] | (frame[5] << 8)
+
+
 def parse(frame):
     """One 10-byte data frame -> {"pm2_5", "pm10"} in µg/m³ (floats); ValueError when bad."""
     why = check(frame)
     if why:
         raise ValueError("sds011: " + _WHY[why])
-    return {"pm2_5": (frame[2] | (frame[3] << 8)) / 10, "pm10": (frame[4] | (frame[5] << 8)) / 10}
-
-
-def _tenths(x):
-    return int(x * 10 + 0.5)
+    t = [0, 0]
+    decode(frame, t)
+    return {"pm2_5": t[0] / 10, "pm10": t[1] / 10}
 
 
 def command(data1, data2=0, data3=0, out=None):
@@ -105,13 +110,12 @@ class Sensor(Polled):
     def _request(self):
         self._send(_QUERY)
 
-    def _take(self, v):
-        p25, p10 = _tenths(v["pm2_5"]), _tenths(v["pm10"])
-        if p25 > _MAX or p10 > _MAX:
-            self._big += 1
+    def _take(self, frame):
+        i = 2 * self._got
+        decode(frame, self._pm, i)
+        if self._pm[i] > _MAX or self._pm[i + 1] > _MAX:
+            self._big += 1          # the end of the scale, not a value: overwritten by the next
             return
-        self._pm[2 * self._got] = p25
-        self._pm[2 * self._got + 1] = p10
         self._got += 1
 
     async def wake(self):
@@ -135,7 +139,7 @@ class Sensor(Polled):
         pm = self._pm
         self._big = 0
         try:
-            bad = await query(link, self.frames, self.gap_ms, self._request, parse, self._take)
+            bad = await query(link, self.frames, self.gap_ms, self._request, check, self._take)
         except SensorError:
             self._moded = False            # it may have been swapped or power-cycled: set the mode again
             raise
