@@ -5,9 +5,13 @@
     print(r["chip"], hex(r["offset"]), r["version"])     # ESP32 0x1000 v1.29.0
 
 The image is checked against the chip that answered before anything is written: an S3 image
-on a classic ESP32 boots nowhere, and the bootloader offset differs between chip families.
+on a classic ESP32 boots nowhere, the bootloader offset differs between chip families, and an
+image must fit the flash the chip reports. Without an image, the cached one for the detected chip
+is used (images.py). A virtual node (a pseudo-terminal: no DTR/RTS) is reached without esptool's
+reset dance: its ROM loader answers a SYNC, and RUN_USER_CODE boots it (docs/flash.md).
 """
 import contextlib
+import os
 import re
 import struct
 import sys
@@ -36,6 +40,25 @@ _NAME_BY_ID = {cid: name for name, (cid, _) in CHIPS.items()}
 BANNER_RE = re.compile(rb"MicroPython ([^\s;,]+) on ([0-9-]+); ([^\r\n]+)")
 
 HINT = "hold BOOT while you press EN (or plug in), and check that the cable carries data"
+_RUN_USER_CODE = 0xD3
+
+
+def is_virtual(port):
+    """A pseudo-terminal: a virtual node (citynode sim --serial)."""
+    return os.path.realpath(port).startswith("/dev/pts/")
+
+
+def check_port(port):
+    """Unreachable (exit 3) for a port that is not there: no BOOT hint, nothing to hold."""
+    if not port.startswith(("rfc2217:", "socket:")) and not os.path.exists(port):
+        raise Unreachable("%s: no such port" % port)
+
+
+def fits(data, offset, flash_size, name="image"):
+    """CheckFailed unless `data` written at `offset` ends inside a flash of `flash_size` bytes."""
+    if flash_size and offset + len(data) > flash_size:
+        raise CheckFailed("%s: %d bytes at 0x%x do not fit in the board's %d MB flash: nothing was written"
+                          % (name, len(data), offset, flash_size >> 20))
 
 
 def image_chip_id(data, name="image"):
@@ -72,47 +95,90 @@ def read_image(path):
         raise CheckFailed("cannot read %s: %s" % (path, e.strerror or e))
 
 
-def flash(port, firmware, erase=False, baud=460800, banner_timeout=20.0, esptool_out=None, redirect=True):
-    """Detect the chip on `port`, check `firmware` is for it, optionally erase, write it
-    compressed at the chip's offset, verify its MD5, hard-reset and wait for the banner.
+def flash(port, firmware=None, erase=False, baud=460800, banner_timeout=20.0, esptool_out=None, redirect=True):
+    """Detect the chip on `port`, check `firmware` is for it and fits its flash, optionally erase,
+    write it compressed at the chip's offset, verify its MD5, reset and wait for the banner.
+    `firmware` None: the verified cached image for the detected chip (images.cached).
     esptool's own progress goes to `esptool_out` (stderr by default) so that stdout stays
     ours (redirect=False: the caller has already taken care of stdout, e.g. several flashes in
-    threads). Returns {"chip", "offset", "bytes", "erased", "version", "machine"}."""
+    threads). Returns {"port", "chip", "offset", "bytes", "erased", "version", "machine", "firmware"}."""
     from esptool import cmds
     from esptool.util import FatalError
     from serial import SerialException
 
-    data = read_image(firmware)
-    name = Path(firmware).name
-    image_chip_id(data, name)  # not an image at all: say so before touching the port
+    data = name = None
+    if firmware is not None:
+        data = read_image(firmware)
+        name = Path(firmware).name
+        image_chip_id(data, name)  # not an image at all: say so before touching the port
+    check_port(port)
+    virtual = is_virtual(port)
     out = esptool_out or sys.stderr
+    banner = None
     with contextlib.redirect_stdout(out) if redirect else contextlib.nullcontext():
         try:
-            esp = cmds.detect_chip(port, connect_attempts=3)
+            esp = cmds.detect_chip(port, connect_attempts=3, connect_mode="no-reset" if virtual else "default-reset")
         except (FatalError, SerialException, OSError) as e:
             raise Unreachable("no ESP32 bootloader answered on %s (%s): %s"
-                              % (port, _first_line(e), HINT))
+                              % (port, _first_line(e), "is the virtual node running?" if virtual else HINT))
         try:
             chip = esp.CHIP_NAME
+            if data is None:
+                firmware = _cached_for(chip)
+                data, name = read_image(firmware), Path(firmware).name
             offset = offset_for(data, chip, name)
             esp = cmds.run_stub(esp)
             if baud and baud > esp.ESP_ROM_BAUD:
                 esp.change_baud(baud)
             cmds.attach_flash(esp)
+            fits(data, offset, _flash_size(cmds, esp), name)
             if erase:
                 cmds.erase_flash(esp)
             # write_flash checks the MD5 itself when it can; verify_flash makes that explicit
             # and fails loudly where write_flash would silently skip it.
             cmds.write_flash(esp, [(offset, data)], compress=True)
             cmds.verify_flash(esp, [(offset, data)])
-            cmds.reset_chip(esp, "hard-reset")
+            if virtual:
+                # No RTS line to pull: ask the loader to run the application, and read the
+                # banner on the port esptool has open (a pty drops what nobody reads).
+                esp.command(_RUN_USER_CODE, wait_response=False)
+                ser = esp._port
+                ser.timeout = 0.1
+                banner = wait_banner(port, timeout=banner_timeout, opener=lambda: ser)
+            else:
+                cmds.reset_chip(esp, "hard-reset")
         except (FatalError, SerialException) as e:
             raise Unreachable("flashing %s on %s failed: %s" % (name, port, _first_line(e)))
         finally:
             _close(esp)
-    banner = wait_banner(port, timeout=banner_timeout)
+    if banner is None:
+        banner = wait_banner(port, timeout=banner_timeout)
     return {"port": port, "chip": chip, "offset": offset, "bytes": len(data), "erased": bool(erase),
-            "version": banner["version"], "machine": banner["machine"]}
+            "version": banner["version"], "machine": banner["machine"], "firmware": str(firmware)}
+
+
+def _cached_for(chip):
+    from . import images
+    p = images.cached(chip)
+    if p is None:
+        boards = images.boards_for(chip)
+        if not boards:
+            raise CheckFailed("no MicroPython image is known for %s: pass --firmware FILE" % chip)
+        raise CheckFailed("no %s image in the cache (%s): run `citynode firmware download --board %s`"
+                          " or pass --firmware FILE" % (chip, images.cache_dir(), boards[0]))
+    return p
+
+
+def _flash_size(cmds, esp):
+    """The flash size the chip reports (JEDEC id), in bytes; None when it cannot be told."""
+    try:
+        size = cmds.detect_flash_size(esp)
+    except Exception:  # an unknown flash chip: esptool itself goes on without a size
+        return None
+    if not size:
+        return None
+    from esptool.util import flash_size_bytes
+    return flash_size_bytes(size)
 
 
 def wait_banner(port, timeout=20.0, baud=115200, quiet_s=2.0, opener=None):

@@ -6,7 +6,7 @@
 
 Every inventory row is validated before any port is touched. Port i gets the i-th node (of the
 inventory, or of `nodes` when given). A node's failure stops that node's steps only; the others
-go on. Virtual nodes (a pseudo-terminal) are not flashed: a pty has no bootloader.
+go on. Virtual nodes are flashed too: their serial face has a ROM loader (sim/rom.py).
 """
 import os
 import sys
@@ -18,11 +18,6 @@ from . import configtool, deploy, fieldtest, flash, monitor, transport
 from .errors import BadInput, CitynodeError
 
 STEPS = ("flash", "deploy", "config", "test")
-
-
-def is_virtual(port):
-    """A pseudo-terminal: a virtual node (citynode sim --serial), or anything without a bootloader."""
-    return os.path.realpath(port).startswith("/dev/pts/")
 
 
 def plan(inventory, ports, nodes=None, defaults=None):
@@ -67,8 +62,6 @@ def _one(port, node_id, cfg, opts, log):
     def do_flash():
         if opts["skip_flash"]:
             return "skipped (asked to)"
-        if is_virtual(port):
-            return "skipped: virtual node (a pty has no bootloader)"
         r = flash.flash(port, opts["firmware"], erase=opts["erase"], redirect=False)
         return "%s at 0x%x, MicroPython %s" % (r["chip"], r["offset"], r["version"])
 
@@ -132,10 +125,13 @@ def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_f
     """Provision every port at once; one row per node (in port order). `src`: a tree holding
     firmware/ and boards/ to deploy (default: this checkout)."""
     work = plan(inventory, ports, nodes, defaults)
-    if not skip_flash and any(not is_virtual(p) for p, _, _ in work):
-        if not firmware:
-            raise BadInput("no firmware image to flash (give one, or skip flashing)", param="firmware")
+    if not skip_flash and firmware:
         flash.image_chip_id(flash.read_image(firmware), firmware)
+    elif not skip_flash:
+        from . import images
+        if not any(images.verified(i) for i in images.IMAGES):
+            raise BadInput("no firmware image to flash: none in the cache (%s; run `citynode firmware download`);"
+                           " give one, or skip flashing" % images.cache_dir(), param="firmware")
     # One broker check up front: an unreachable broker would otherwise fail every node's test
     # after minutes of flashing.
     brokers = {str(monitor.parse_broker(broker))} if broker else \

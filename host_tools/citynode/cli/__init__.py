@@ -8,12 +8,13 @@ to import fails loudly.
 import click
 
 from .. import __version__
-from . import field, flash, monitor, sim, usb
+from . import field, firmware, flash, monitor, sim, usb
 from .base import Ctx, Group
 
 # name -> command: the whole CLI in one place (as mpremote's _COMMANDS).
 COMMANDS = {
     "ports": usb.ports,
+    "firmware": firmware.firmware_grp,
     "flash": flash.flash_cmd,
     "deploy": usb.deploy,
     "config": usb.config,

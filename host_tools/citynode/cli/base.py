@@ -35,14 +35,13 @@ def common(f):
     return f
 
 
-def node_port(obj, boards_only=False):
-    """--port / CITYNODE_PORT, or the only node-looking port there is; `boards_only` (flash)
-    looks at real boards only: a virtual node has no bootloader."""
+def node_port(obj):
+    """--port / CITYNODE_PORT, or the only node-looking port there is (a board or a virtual node)."""
     if obj.port:
         return obj.port
     from .. import ports
-    found = [p for p in ports.candidates() if not boards_only or p["kind"] == "esp32"]
-    what = "ESP32 board" if boards_only else "ESP32 board or virtual node"
+    found = ports.candidates()
+    what = "ESP32 board or virtual node"
     if len(found) == 1:
         click.echo("using %s (%s)" % (found[0]["port"], found[0]["bridge"] or "virtual node"), err=True)
         return found[0]["port"]

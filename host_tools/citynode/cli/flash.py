@@ -1,12 +1,12 @@
-"""`citynode flash`: a MicroPython image onto a board, around flash.py."""
+"""`citynode flash`: a MicroPython image onto a board or a virtual node, around flash.py."""
 import click
 
 from .base import common, node_port, print_json
 
 
 @click.command("flash")
-@click.option("--firmware", "firmware", required=True, type=click.Path(dir_okay=False),
-              help="MicroPython image (.bin) for the board's chip.")
+@click.option("--firmware", "firmware", type=click.Path(dir_okay=False),
+              help="MicroPython image (.bin) for the board's chip (default: the cached one for the chip found).")
 @click.option("--erase", is_flag=True, help="Erase the whole flash first (the node's files go too).")
 @click.option("--baud", default=460800, show_default=True, type=click.IntRange(9600, 3000000),
               help="Baud rate while writing.")
@@ -16,7 +16,7 @@ def flash_cmd(ctx, firmware, erase, baud):
     """Write a MicroPython image with esptool: chip detected, image checked, offset by chip."""
     from .. import flash
 
-    r = flash.flash(node_port(ctx.obj, boards_only=True), firmware, erase=erase, baud=baud)
+    r = flash.flash(node_port(ctx.obj), firmware, erase=erase, baud=baud)
     if ctx.obj.json:
         print_json(r)
     else:

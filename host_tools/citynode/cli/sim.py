@@ -34,16 +34,18 @@ def _file_error(e, flash):
               help="Start N nodes on FLASH/node-1 .. FLASH/node-N.")
 @click.option("--heapsize", metavar="SIZE", help="MicroPython heap, e.g. 120k (default: the unix port's).")
 @click.option("--empty", is_flag=True, help="Do not install the firmware on an empty flash.")
+@click.option("--chip", type=click.Choice(["ESP32", "ESP32-S3"]), default="ESP32", show_default=True,
+              help="What the node's ROM loader tells esptool it is (--serial).")
 @common
 @click.pass_obj
-def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, empty):
+def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, empty, chip):
     """Run the firmware on a virtual node (the MicroPython unix port)."""
     from .. import sim as simlib
     if heapsize and not re.fullmatch(r"\d+[kKmM]?", heapsize):
         raise click.BadParameter("expected a size such as 120k or 2M", param_hint="--heapsize")
     try:
         fleet = simlib.fleet(flash, nodes, config=config, broker=broker, scenario=scenario,
-                             serial=serial, baud=baud, heapsize=heapsize, empty=empty)
+                             serial=serial, baud=baud, heapsize=heapsize, empty=empty, chip=chip)
     except ValueError as e:       # the config is not JSON
         raise CitynodeError("%s: %s" % (config, e), 1)
     except OSError as e:

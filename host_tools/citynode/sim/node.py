@@ -8,7 +8,8 @@ A flash directory is the node's flash root. Each MicroPython process runs on its
 pseudo-terminal (its controlling terminal, so a Ctrl-C byte interrupts main.py as on a board),
 with the bootstrap (bootstrap.py). The supervisor restarts the process when the firmware asks for
 a reset, and with serial=True relays a second pseudo-terminal, the node's "USB port", to it
-(relay.py), paced like a UART (wire.py).
+(relay.py), paced like a UART (wire.py). Behind that port is also the chip's ROM loader
+(loader.py, rom.py): esptool's SYNC stops the process and the loader answers until it boots.
 """
 import json
 import os
@@ -19,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import ptys, registry
+from . import loader, ptys, registry, rom
 from .bootstrap import BOOT, EXIT_DEEPSLEEP, RESTARTS, SOFT_REBOOT, board_dir, micropython
 from .relay import Pump
 from .wire import Wire
@@ -53,7 +54,7 @@ class SimNode:
 
     def __init__(self, flash, broker=None, config=None, scenario=None, serial=False, baud=None,
                  heapsize=None, empty=False, prefix="", output=None, env=None, register=True,
-                 firmware_root=None):
+                 firmware_root=None, chip="ESP32"):
         self.flash = Path(flash).resolve()
         self.broker = broker
         self.config = config
@@ -67,6 +68,8 @@ class SimNode:
         self.extra_env = dict(env or {})
         self.register = register
         self.firmware_root = firmware_root
+        self.chip = chip          # what the ROM loader says it is (serial nodes: rom.CHIPS)
+        self.boot_log = []        # rom.Boot of every boot from the flash image
         self.port = None
         self.pid = None
         self.returncode = None
@@ -246,9 +249,27 @@ class SimNode:
 
     # --- supervisor -------------------------------------------------------------------------
 
+    def _power_on(self):
+        """A serial node whose flash image exists boots from it (a node never flashed runs the
+        firmware as a factory-flashed board); one that does not boot stays in its ROM loader."""
+        if not self.serial or not loader.image_path(self.flash).exists():
+            return True
+        b = rom.boot(loader.image_path(self.flash), self.chip)
+        self.boot_log.append(b)
+        if b.ok:
+            return True
+        self._started.set()
+        return self._loader(b"") is not None
+
+    def _loader(self, pending):
+        self.pid = None
+        return loader.LoaderRelay(self, pending).run()
+
     def _supervise(self):
         reset, run_main, raw = "power", True, False
         try:
+            if not self._power_on():
+                return
             while True:
                 try:
                     m = self._spawn(reset, run_main)
@@ -258,7 +279,8 @@ class SimNode:
                     return
                 self._started.set()
                 try:
-                    event, code = Pump(self, m, raw_restart=raw).run()
+                    pump = Pump(self, m, raw_restart=raw)
+                    event, code = pump.run()
                 except Exception as e:  # a bug of ours must not leave the process running
                     self._reap_group(signal.SIGKILL)
                     self._wait_pid(self.pid, 3.0)
@@ -270,6 +292,12 @@ class SimNode:
                 if self._stop.is_set() or self._kill:
                     self.returncode = code
                     return
+                if event == "loader":
+                    # BOOT held, EN pressed: the ROM loader has the serial port until it boots
+                    if self._loader(pump.loader_pending) is None:
+                        return
+                    reset, run_main, raw = "hard", True, False
+                    continue
                 if event is None and code in RESTARTS:
                     event = "exit:%d" % code
                 if event and event.startswith("exit:"):

@@ -6,6 +6,7 @@ a child that dies with its supervisor, and whether a process is parked in a syst
 """
 import ctypes
 import os
+import select
 import signal
 import termios
 import tty
@@ -45,3 +46,11 @@ def parked(pid):
     except (OSError, IndexError):
         return True   # nothing to go by (no /proc): deliver at once
     return nr.isdigit() and nr != _FUTEX
+
+
+def hung_up(fd):
+    """True while nobody has the client side of the pty whose master is `fd` open."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    ev = p.poll(0)
+    return bool(ev and ev[0][1] & (select.POLLHUP | select.POLLERR))

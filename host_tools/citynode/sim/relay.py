@@ -13,6 +13,8 @@ import time
 
 from . import ptys
 from .bootstrap import _MARK, _MARK_END, FRIENDLY_BANNER, RAW_BANNER
+from .rom import SYNC_START
+from .wire import send_paced
 
 
 def _partial(buf, pat):
@@ -26,7 +28,8 @@ def _partial(buf, pat):
 class Pump:
     """Moves bytes between one MicroPython process and the client (serial) or the output
     callback, until the process has exited. Returns (event, exit code): event is "exit:N" when
-    the bootstrap asked for a restart, "raw" when the process ended in the raw REPL."""
+    the bootstrap asked for a restart, "raw" when the process ended in the raw REPL, "loader"
+    when the client sent esptool's SYNC (the process is killed; loader_pending holds the bytes)."""
 
     LIMIT = 4096
 
@@ -51,6 +54,7 @@ class Pump:
         self.main_running = False
         self.up, self.down = node._up, node._down
         self.next_hup_check = 0.0
+        self.loader_pending = b""
 
     @property
     def connected(self):
@@ -179,14 +183,22 @@ class Pump:
         if self.a is None or now < self.next_hup_check:
             return
         self.next_hup_check = now + 0.01
-        p = select.poll()
-        p.register(self.a, select.POLLIN)
-        ev = p.poll(0)
-        hup = bool(ev and ev[0][1] & (select.POLLHUP | select.POLLERR))
+        hup = ptys.hung_up(self.a)
         if hup and self.connected:
             self.drain_client()     # what the client wrote before it closed still arrives
             self.to_client.clear()
         self.connected = not hup
+
+    def check_sync(self):
+        """esptool's SYNC (a SLIP frame) reaches the node: it resets into its ROM loader."""
+        i = self.to_node.find(SYNC_START)
+        if i < 0 or self.event:
+            return
+        self.loader_pending = bytes(self.to_node[i:])
+        self.to_node.clear()
+        self.to_client.clear()
+        self.event = "loader"
+        self.n._reap_group(signal.SIGKILL)
 
     def drain_client(self):
         while len(self.to_node) < self.LIMIT:
@@ -246,20 +258,7 @@ class Pump:
             if self.to_client and not self.connected:
                 self.to_client.clear()
             if self.to_client:
-                k = self.down.ready(now, len(self.to_client))
-                if k > 0:
-                    try:
-                        w = os.write(self.a, self.to_client[:k])
-                    except BlockingIOError:
-                        w = 0
-                    except OSError:
-                        w = 0
-                        self.connected = False
-                    del self.to_client[:w]
-                    self.down.sent(w, len(self.to_client))
-                    n.wire["from_node"] += w
-                if self.to_client:
-                    timeout = min(timeout, self.down.wait(now, len(self.to_client)))
+                timeout = min(timeout, send_paced(n, self.a, self.to_client, self.down, now))
             rd = []
             if alive and len(self.to_client) < self.LIMIT:
                 rd.append(m)
@@ -287,8 +286,11 @@ class Pump:
                         continue
                     except OSError:   # EIO: the client has closed the port
                         d = b""
-                    if d:
+                    if d and self.event == "loader":
+                        self.loader_pending += d   # the loader's, once it listens
+                    elif d:
                         self.to_node += d
+                        self.check_sync()
                     else:
                         self.connected = False
                         self.to_client.clear()

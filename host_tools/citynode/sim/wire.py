@@ -3,6 +3,7 @@
     w = Wire(115200 / 10)         # bytes per second
     k = w.ready(now, pending)     # how many may go now; then w.sent(k, pending - k)
 """
+import os
 
 
 class Wire:
@@ -33,3 +34,21 @@ class Wire:
         if not self.rate:
             return 0.0
         return max(0.0, self.head + min(pending, max(1, self.rate * 0.003)) / self.rate - now)
+
+
+def send_paced(node, fd, buf, wire, now):
+    """Write what of `buf` the wire has carried by `now` to the client's fd (counted in
+    node.wire); seconds to wait before more can go (1.0 when nothing is left)."""
+    k = wire.ready(now, len(buf))
+    if k > 0:
+        try:
+            w = os.write(fd, buf[:k])
+        except BlockingIOError:
+            w = 0
+        except OSError:
+            w = 0
+            node._connected = False
+        del buf[:w]
+        wire.sent(w, len(buf))
+        node.wire["from_node"] += w
+    return wire.wait(now, len(buf)) if buf else 1.0
