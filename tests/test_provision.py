@@ -1,6 +1,7 @@
 """`citynode provision` on three virtual nodes at once (`citynode sim --serial --nodes 3`, blank
-flashes but for the firmware) against Mosquitto: one node has its PM sensor unplugged and
-fails, the others pass; and the refusals that must come before any port is touched."""
+flashes but for the firmware) against Mosquitto, each flashed through its virtual ROM loader
+first: one node has its PM sensor unplugged and fails, the others pass; and the refusals that
+must come before any port is touched."""
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from citynode import simloader, simrom
 from citynode.cli import main
 from citynode.sim import install_firmware
 from helpers import free_port
@@ -50,9 +52,13 @@ def test_provision_three_virtual_nodes(tmp_path, broker):
     try:
         (nodes[1][1] / "sim.json").write_text('{"missing": ["pm"]}')  # prov-02's PM sensor is unplugged
         ports = ",".join(p for p, _ in nodes)
+        img = simrom.build_image("ESP32", version="v1.29.0")
+        fw = tmp_path / "ESP32_GENERIC-v1.29.0.bin"
+        fw.write_bytes(img)
         r = subprocess.run([CITYNODE, "--json", "provision", "--inventory", str(inv), "--ports", ports,
-                            "--broker", broker.address, "--samples", "2", "--report", str(tmp_path / "reports"),
-                            "--src", str(src)], capture_output=True, text=True, timeout=120)
+                            "--firmware", str(fw), "--broker", broker.address, "--samples", "2",
+                            "--report", str(tmp_path / "reports"), "--src", str(src)],
+                           capture_output=True, text=True, timeout=180)
         assert r.returncode == 1, r.stderr
         doc = json.loads(r.stdout)
         rows = {x["node_id"]: x for x in doc["nodes"]}
@@ -63,12 +69,13 @@ def test_provision_three_virtual_nodes(tmp_path, broker):
         assert bad["reason"] == "test: sensor pm: timeout x2: no data: unplugged, miswired or unpowered"
         for x in doc["nodes"]:
             st = x["steps"]
-            assert st["flash"] == {"result": "skip", "detail": "skipped: virtual node (a pty has no bootloader)",
-                                   "seconds": st["flash"]["seconds"]}
+            assert st["flash"]["result"] == "PASS"
+            assert st["flash"]["detail"] == "ESP32 at 0x1000, MicroPython v1.29.0"
             assert st["deploy"]["result"] == "PASS" and st["config"]["result"] == "PASS"
             assert "config.json written; node %s boot" % x["node_id"] in st["config"]["detail"]
             assert x["test"]["node_id"] == x["node_id"] and Path(x["report"]).exists()
         for (_, flash), nid in zip(nodes, ("prov-01", "prov-02", "prov-03")):
+            assert simloader.image_path(flash).read_bytes()[0x1000:0x1000 + len(img)] == img
             cfg = json.loads((flash / "config.json").read_text())
             assert cfg["node_id"] == nid and cfg["mqtt"]["prefix"] == "prov"
         assert len(list((tmp_path / "reports").iterdir())) == 3
