@@ -219,3 +219,23 @@ def test_download_then_flash_picks_the_cached_image(tmp_path, mirror, cache, nod
     # a cached file that changed since it was checked is not used
     (cache / fw.name).write_bytes(img[:-1] + bytes([img[-1] ^ 0xFF]))
     assert images.cached("ESP32") is None
+
+
+def test_change_baudrate_moves_the_pacing(tmp_path):
+    """The node's UART pacing follows esptool's CHANGE_BAUDRATE, and a reset brings it back."""
+    from esptool import cmds
+    n = SimNode(tmp_path / "paced", serial=True, baud=115200, register=False).start()
+    esp = None
+    try:
+        assert n._up.rate == n._down.rate == 11520
+        esp = cmds.run_stub(cmds.detect_chip(n.port, connect_mode="no-reset"))
+        esp.change_baud(460800)
+        wait_for(lambda: n._up.rate == n._down.rate == 46080, 5, what="pacing at 460800")
+        assert esp.read_reg(0x40001000) == 0x00F01D83        # still talking, at the new rate
+        esp.command(simrom.RUN_USER_CODE, wait_response=False)
+        wait_for(lambda: n._up.rate == n._down.rate == 11520, 5, what="pacing back at 115200")
+        assert not n.boot_log[-1].ok                          # nothing was ever written: it stays in the loader
+    finally:
+        if esp is not None:
+            esp._port.close()
+        n.stop()
