@@ -118,6 +118,8 @@ class LoaderRelay:
             now = time.monotonic()
             self.check_client(now)
             timeout = 0.05
+            if self.loader.reset:
+                self.to_node.clear()   # the chip is resetting: nobody listens until it has
             if self.to_node:
                 k = self.up.ready(now, len(self.to_node))
                 if k > 0:
@@ -128,8 +130,6 @@ class LoaderRelay:
                     out = self.loader.feed(chunk)
                     if out:
                         self.say(out)
-                    if self.loader.reset:
-                        self.to_node.clear()
                 if self.to_node:
                     timeout = min(timeout, self.up.wait(now, len(self.to_node)))
             if self.to_client and not n._connected:
