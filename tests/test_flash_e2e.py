@@ -239,3 +239,30 @@ def test_change_baudrate_moves_the_pacing(tmp_path):
         if esp is not None:
             esp._port.close()
         n.stop()
+
+
+def test_pinned_row_needs_no_hash_and_refuses_another(mirror, cache, monkeypatch):
+    root, url = mirror
+    img = simrom.build_image("ESP32-S3")
+    sha = hashlib.sha256(img).hexdigest()
+    row = images.BY_BOARD["ESP32_GENERIC_S3"]
+    monkeypatch.setattr(row, "sha256", sha)
+    monkeypatch.setattr(row, "size", len(img))
+    serve(root, row.file, img)
+    r = CliRunner().invoke(main, ["firmware", "download", "--board", "ESP32_GENERIC_S3", "--sha256", "0" * 64,
+                                  "--mirror", url])
+    assert r.exit_code == 1 and "is not the pinned one" in r.output
+    r = CliRunner().invoke(main, ["firmware", "download", "--board", "ESP32_GENERIC_S3", "--mirror", url])
+    assert r.exit_code == 0, r.output
+    assert "%s (%s bytes, SHA-256 %s verified)" % (cache / row.file, format(len(img), ","), sha) in r.output
+    assert images.cached("ESP32-S3") == cache / row.file
+    r = CliRunner().invoke(main, ["firmware", "download", "--board", "ESP32_GENERIC_S4"])
+    assert r.exit_code == 1 and "unknown board ESP32_GENERIC_S4" in r.output
+
+
+def test_flash_erase_takes_the_nodes_files(tmp_path, node):
+    assert (node.flash / "main.py").exists()
+    fw = write(tmp_path, "fw.bin", simrom.build_image("ESP32"))
+    r = CliRunner().invoke(main, ["flash", "--port", node.port, "--firmware", str(fw), "--erase"])
+    assert r.exit_code == 0, r.output
+    assert "erased first" in r.output and list(node.flash.iterdir()) == []

@@ -57,7 +57,7 @@ def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, emp
         for n in started:
             if obj.json:
                 click.echo(json.dumps({"port": n.port, "flash": str(n.flash), "node_id": n.node_id,
-                                       "pid": n.pid, "baud": baud}))
+                                       "pid": n.pid, "baud": baud, "chip": chip}))
             else:
                 click.echo(n.port)
 
