@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "host_tools"))
 
-from citynode import flash, simrom  # noqa: E402
+from citynode import flash  # noqa: E402
+from citynode.sim import rom as simrom  # noqa: E402
 from citynode.sim import SimNode  # noqa: E402
 
 

@@ -1,6 +1,6 @@
-"""`citynode flash` end to end: the pinned esptool against a virtual node's ROM loader (simrom.py
+"""`citynode flash` end to end: the pinned esptool against a virtual node's ROM loader (sim/rom.py
 behind the node's pseudo-terminal), and `citynode firmware` against a loopback HTTP mirror.
-The images are made here (simrom.build_image: bootloader, partition table, an app carrying
+The images are made here (rom.build_image: bootloader, partition table, an app carrying
 MicroPython's banner strings); see docs/flash.md for what has not run on a real board."""
 import functools
 import hashlib
@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from citynode import images, simloader, simrom
+from citynode import images
+from citynode.sim import loader as simloader
+from citynode.sim import rom as simrom
 from citynode.cli import main
 from citynode.sim import SimNode
 from helpers import wait_for

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from citynode import simloader, simrom
+from citynode.sim import loader as simloader
+from citynode.sim import rom as simrom
 from citynode.cli import main
 from citynode.sim import install_firmware
 from helpers import free_port

@@ -1,4 +1,4 @@
-"""The virtual ROM loader (simrom.py) byte by byte: framing, the ROM's and the stub's replies and
+"""The virtual ROM loader (sim/rom.py) byte by byte: framing, the ROM's and the stub's replies and
 error codes, the flash image file, and what booting from it prints. No pty, no esptool here:
 test_flash_e2e.py has esptool talking to it through a virtual node."""
 import hashlib
@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from citynode import simrom
+from citynode.sim import rom as simrom
 
 
 def req(op, data=b"", chk=0):
