@@ -193,7 +193,11 @@ def test_build_image_passes_esptools_own_checks(tmp_path):
 
 
 def test_boot_refuses_bad_images(tmp_path):
-    b = simrom.boot(simrom.FlashImage(tmp_path / "blank.bin", 4 << 20), "ESP32")
+    fl = simrom.FlashImage(tmp_path / "blank.bin", 4 << 20)
+    b = simrom.boot(fl, "ESP32")
+    assert b.ok and b.version is None and not fl.path.exists()   # never written: the factory image
+    fl.erase(0, 4 << 20)                                          # an erased chip
+    b = simrom.boot(fl, "ESP32")
     assert not b.ok and b.text.endswith(b"invalid header: 0xffffffff\r\n")
     s3 = simrom.build_image("ESP32-S3")
     assert not simrom.boot(flashed(tmp_path, "ESP32", s3, 0x1000), "ESP32").ok

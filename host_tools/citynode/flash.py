@@ -141,7 +141,7 @@ def flash(port, firmware=None, erase=False, baud=460800, banner_timeout=20.0, es
             if virtual:
                 # No RTS line to pull: ask the loader to run the application, and read the
                 # banner on the port esptool has open (a pty drops what nobody reads).
-                esp.command(_RUN_USER_CODE, wait_response=False)
+                _run_virtual(esp)
                 ser = esp._port
                 ser.timeout = 0.1
                 banner = wait_banner(port, timeout=banner_timeout, opener=lambda: ser)
@@ -149,12 +149,25 @@ def flash(port, firmware=None, erase=False, baud=460800, banner_timeout=20.0, es
                 cmds.reset_chip(esp, "hard-reset")
         except (FatalError, SerialException) as e:
             raise Unreachable("flashing %s on %s failed: %s" % (name, port, _first_line(e)))
+        except CheckFailed:
+            if virtual:   # refused, nothing written: the node goes back to what it was running
+                _run_virtual(esp)
+            raise
         finally:
             _close(esp)
     if banner is None:
         banner = wait_banner(port, timeout=banner_timeout)
     return {"port": port, "chip": chip, "offset": offset, "bytes": len(data), "erased": bool(erase),
             "version": banner["version"], "machine": banner["machine"], "firmware": str(firmware)}
+
+
+def _run_virtual(esp):
+    """Leave a virtual node's loader for its application: RUN_USER_CODE to the stub, FLASH_END
+    "run" to the ROM (esptool's `run`)."""
+    if esp.IS_STUB:
+        esp.command(_RUN_USER_CODE, wait_response=False)
+    else:
+        esp.run()
 
 
 def _cached_for(chip):

@@ -126,23 +126,31 @@ class SlipReader:
 
 
 class FlashImage:
-    """The chip's SPI flash as a file of `size` bytes; missing or short files read as erased."""
+    """The chip's SPI flash as a file of `size` bytes, made (erased: 0xFF) on the first write or
+    erase. A missing file is a flash nobody has written through the loader: a factory-flashed
+    virtual node (see boot())."""
 
     def __init__(self, path, size):
         self.path = Path(path)
         self.size = size
+        if self.path.exists():
+            self._fit()
+
+    def _fit(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             have = os.fstat(fd).st_size
-            if have < size:
-                os.pwrite(fd, b"\xff" * (size - have), have)
-            elif have > size:
-                os.ftruncate(fd, size)
+            if have < self.size:
+                os.pwrite(fd, b"\xff" * (self.size - have), have)
+            elif have > self.size:
+                os.ftruncate(fd, self.size)
         finally:
             os.close(fd)
 
     def read(self, addr, n):
+        if not self.path.exists():
+            return b"\xff" * max(0, min(n, self.size - addr))
         with open(self.path, "rb") as f:
             f.seek(addr)
             return f.read(n)
@@ -151,6 +159,8 @@ class FlashImage:
         # NOR flash: a write can only clear bits (the region is erased first).
         old = self.read(addr, len(data))
         new = bytes(a & b for a, b in zip(old, data)) if old != b"\xff" * len(old) else data
+        if not self.path.exists():
+            self._fit()
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.pwrite(fd, new, addr)
@@ -158,6 +168,9 @@ class FlashImage:
             os.close(fd)
 
     def erase(self, addr, n):
+        if not self.path.exists():
+            self._fit()
+            return
         fd = os.open(self.path, os.O_WRONLY)
         try:
             step = 1 << 20
@@ -589,6 +602,9 @@ def boot(image, chip="ESP32"):
     fl = image if isinstance(image, FlashImage) else FlashImage(image, c.flash_size)
     read, size = fl.read, fl.size
     text = ROM_BANNER.get(c.name, b"")
+    if not fl.path.exists():
+        # never written through the loader: the factory MicroPython the sim runs as it is
+        return Boot(True, text)
     end, err = check_image(read, c.boot_offset, size, c)
     if err:
         # What the ROM prints, over and over on a board: the virtual one stays in its loader.
