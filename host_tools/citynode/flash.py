@@ -151,7 +151,10 @@ def flash(port, firmware=None, erase=False, baud=460800, banner_timeout=20.0, es
             raise Unreachable("flashing %s on %s failed: %s" % (name, port, _first_line(e)))
         except CheckFailed:
             if virtual:   # refused, nothing written: the node goes back to what it was running
-                _run_virtual(esp)
+                try:
+                    _run_virtual(esp)
+                except (FatalError, SerialException):
+                    pass      # the refusal is what the caller needs to hear
             raise
         finally:
             _close(esp)
