@@ -16,7 +16,15 @@ FIRMWARE = ROOT / "firmware"
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import Mosquitto, free_port  # noqa: E402
+from helpers import Mirror, Mosquitto, free_port  # noqa: E402
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A firmware mirror on 127.0.0.1:<free port> (helpers.Mirror): .url, .put(name, data)."""
+    m = Mirror(tmp_path / "mirror")
+    yield m
+    m.stop()
 
 
 @pytest.fixture

@@ -148,3 +148,35 @@ class Sub:
 
     def __exit__(self, *a):
         self.close()
+
+
+class Mirror:
+    """A loopback HTTP server over a directory: the firmware mirror `citynode firmware download
+    --mirror URL` fetches from. put() adds a file under the URL."""
+
+    def __init__(self, root):
+        import http.server
+        import threading
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        root_s = str(self.root)
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=root_s, **kw)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        self.url = "http://127.0.0.1:%d/mpy" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def put(self, name, data):
+        (self.root / "mpy").mkdir(exist_ok=True)
+        (self.root / "mpy" / name).write_bytes(data)
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()

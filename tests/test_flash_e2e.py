@@ -2,15 +2,12 @@
 behind the node's pseudo-terminal), and `citynode firmware` against a loopback HTTP mirror.
 The images are made here (rom.build_image: bootloader, partition table, an app carrying
 MicroPython's banner strings); see docs/flash.md for what has not run on a real board."""
-import functools
 import hashlib
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -167,29 +164,10 @@ def flash_bytes_at(path, offset, size):
 
 # --- images: the cache and the mirror ----------------------------------------------------------
 
-@pytest.fixture
-def mirror(tmp_path):
-    root = tmp_path / "mirror"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield root, "http://127.0.0.1:%d/mpy" % srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
-
-
-def serve(mirror_root, name, data):
-    (mirror_root / "mpy").mkdir(exist_ok=True)
-    (mirror_root / "mpy" / name).write_bytes(data)
-
-
 def test_download_wrong_sha_refused_nothing_cached(mirror, cache):
-    root, url = mirror
+    url = mirror.url
     img = simrom.build_image("ESP32")
-    serve(root, "ESP32_GENERIC-v1.29.0.bin", img + b"tampered")
+    mirror.put("ESP32_GENERIC-v1.29.0.bin", img + b"tampered")
     good = hashlib.sha256(img).hexdigest()
     r = CliRunner().invoke(main, ["firmware", "download", "--mirror", url, "--sha256", good])
     assert r.exit_code == 1 and "refused, nothing kept" in r.output and good in r.output
@@ -200,13 +178,13 @@ def test_download_wrong_sha_refused_nothing_cached(mirror, cache):
 
 
 def test_download_then_flash_picks_the_cached_image(tmp_path, mirror, cache, node):
-    root, url = mirror
+    url = mirror.url
     fw = tmp_path / "ESP32_GENERIC-v1.29.0.bin"
     r = CliRunner().invoke(main, ["flash", "--port", node.port])
     assert r.exit_code == 1
     assert "no ESP32 image in the cache (%s): run `citynode firmware download --board ESP32_GENERIC`" % cache in r.output
     img = simrom.build_image("ESP32", version="v1.29.0")
-    serve(root, fw.name, img)
+    mirror.put(fw.name, img)
     sha = hashlib.sha256(img).hexdigest()
     r = CliRunner().invoke(main, ["--json", "firmware", "download", "--board", "ESP32_GENERIC", "--mirror", url,
                                   "--sha256", sha])
@@ -246,13 +224,13 @@ def test_change_baudrate_moves_the_pacing(tmp_path):
 
 
 def test_pinned_row_needs_no_hash_and_refuses_another(mirror, cache, monkeypatch):
-    root, url = mirror
+    url = mirror.url
     img = simrom.build_image("ESP32-S3")
     sha = hashlib.sha256(img).hexdigest()
     row = images.BY_BOARD["ESP32_GENERIC_S3"]
     monkeypatch.setattr(row, "sha256", sha)
     monkeypatch.setattr(row, "size", len(img))
-    serve(root, row.file, img)
+    mirror.put(row.file, img)
     r = CliRunner().invoke(main, ["firmware", "download", "--board", "ESP32_GENERIC_S3", "--sha256", "0" * 64,
                                   "--mirror", url])
     assert r.exit_code == 1 and "is not the pinned one" in r.output

@@ -2,6 +2,7 @@
 flashes but for the firmware) against Mosquitto, each flashed through its virtual ROM loader
 first: one node has its PM sensor unplugged and fails, the others pass; and the refusals that
 must come before any port is touched."""
+import hashlib
 import json
 import os
 import signal
@@ -45,7 +46,9 @@ def stop(p):
         p.wait(15)
 
 
-def test_provision_three_virtual_nodes(tmp_path, broker):
+def test_provision_three_virtual_nodes(tmp_path, broker, mirror):
+    """The whole chain CI runs: the image downloaded from a mirror into the cache (SHA-256
+    checked), then per node: write, verify, boot, deploy, config, field test."""
     inv = tmp_path / "fleet.csv"
     inv.write_text(INVENTORY)
     proc, nodes = start_fleet(tmp_path, broker, 3)
@@ -54,12 +57,15 @@ def test_provision_three_virtual_nodes(tmp_path, broker):
         (nodes[1][1] / "sim.json").write_text('{"missing": ["pm"]}')  # prov-02's PM sensor is unplugged
         ports = ",".join(p for p, _ in nodes)
         img = simrom.build_image("ESP32", version="v1.29.0")
-        fw = tmp_path / "ESP32_GENERIC-v1.29.0.bin"
-        fw.write_bytes(img)
+        mirror.put("ESP32_GENERIC-v1.29.0.bin", img)
+        env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+        r = subprocess.run([CITYNODE, "firmware", "download", "--mirror", mirror.url, "--sha256",
+                            hashlib.sha256(img).hexdigest()], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
         r = subprocess.run([CITYNODE, "--json", "provision", "--inventory", str(inv), "--ports", ports,
-                            "--firmware", str(fw), "--broker", broker.address, "--samples", "2",
+                            "--broker", broker.address, "--samples", "2",
                             "--report", str(tmp_path / "reports"), "--src", str(src)],
-                           capture_output=True, text=True, timeout=180)
+                           capture_output=True, text=True, timeout=180, env=env)
         assert r.returncode == 1, r.stderr
         doc = json.loads(r.stdout)
         rows = {x["node_id"]: x for x in doc["nodes"]}
