@@ -49,7 +49,7 @@ def _seed(out):
     text = res.read_text()
     body = text.split("\n## ", 1)[1] if "\n## " in text else ""
     for sec in re.split(r"\n(?=## )", "## " + body):
-        m = re.search(r"_\((bench_\w+)\.py took", sec)
+        m = re.search(r"_\((bench_\w+)\.py\b", sec)
         if m and not (out / (m.group(1) + ".md")).exists():
             (out / (m.group(1) + ".md")).write_text(sec.strip() + "\n")
 
