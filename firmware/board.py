@@ -40,6 +40,14 @@ def profile(name, root=""):
 def load(path="config.json"):
     """(raw config, validated config, board profile); raises ValueError/ConfigError with a
     one-line reason. Loads the validator: callers that keep running drop it afterwards."""
+    import config
+    import os
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        size = 0
+    if size > config.MAX_BYTES:  # refused before json.load could run the heap out (MemoryError)
+        raise ValueError("%s: %d bytes, at most %d" % (path, size, config.MAX_BYTES))
     raw = persist.read_json(path)
     if raw is None:
         raise ValueError("%s: missing" % path)
@@ -49,7 +57,6 @@ def load(path="config.json"):
     prof = profile(name, path[:path.rfind("/") + 1])
     if prof is None:
         raise ValueError("board: no profile boards/%s.json on this node" % name)
-    import config
     return raw, config.validate(raw, prof), prof
 
 

@@ -10,6 +10,13 @@ this very file, so there is one source of truth).
 
 REQ = "required"  # marks a field without a default
 
+MAX_ALARMS = 16
+# config.json larger than this is refused before it is parsed (the node's heap is ~100 KB); every
+# field's length and every list's count is capped too, so a config that validates stays far below.
+MAX_BYTES = 8192
+# The shortest sampling interval on a real board: the sim board's benches may run flat out (0).
+MIN_INTERVAL_S = 1
+
 # One entry per sensor type: the driver module under drivers/ and the fields it takes.
 # (key, kind, default, lo, hi). Pins left out come from the board's "defaults" for the module.
 # Adding a sensor type: its module in drivers/ and one entry here.
@@ -43,15 +50,21 @@ MQ_GASES = {"mq135": ("co2", "nh3", "co", "alcohol", "toluene", "acetone"),
 
 _SITE = (("name", "str", "", 0, 64), ("lat", "num", None, -90, 90), ("lon", "num", None, -180, 180))
 _WIFI = (("ssid", "str", REQ, 1, 32), ("password", "str", "", 0, 63))
-_MQTT = (("host", "host", REQ, 1, 253), ("port", "int", 1883, 1, 65535), ("tls", "bool", False, 0, 0),
+# TLS: the broker is verified with a CA certificate in a PEM file on the node's flash (`ca`) and/or
+# the SHA-256 of its public key (`pin_sha256`, hex of the DER SubjectPublicKeyInfo); `cert`/`key`
+# are a client certificate's PEM files. Unverified TLS only with an explicit `tls_insecure`.
+_MQTT = (("host", "host", REQ, 1, 253), ("port", "int", None, 1, 65535), ("tls", "bool", False, 0, 0),
+         ("ca", "file", None, 1, 32), ("pin_sha256", "pin", None, 64, 64), ("cert", "file", None, 1, 32),
+         ("key", "file", None, 1, 32), ("tls_insecure", "bool", False, 0, 0),
          ("user", "str", None, 0, 64), ("password", "str", None, 0, 128), ("prefix", "prefix", "city", 1, 64),
-         ("keepalive_s", "int", 60, 10, 3600), ("backoff_max_s", "int", 300, 2, 3600))
+         ("keepalive_s", "int", 60, 10, 3600), ("backoff_max_s", "int", 300, 2, 3600),
+         ("ack_timeout_s", "int", 10, 1, 60))
 _POWER = (("deep_sleep", "bool", False, 0, 0),)
 _TOP = (("node_id", "id", REQ, 1, 32), ("board", "str", REQ, 1, 32), ("site", _SITE, {}, 0, 0),
-        ("wifi", _WIFI, None, 0, 0), ("mqtt", _MQTT, REQ, 0, 0), ("interval_s", "num", 60, 0, 86400),
-        ("alarm_interval_s", "num", 10, 0, 86400), ("outbox_kb", "int", 64, 4, 4096),
+        ("wifi", _WIFI, None, 0, 0), ("mqtt", _MQTT, REQ, 0, 0), ("interval_s", "interval", 60, 1, 86400),
+        ("alarm_interval_s", "interval", 10, 1, 86400), ("outbox_kb", "int", 64, 4, 4096),
         ("power", _POWER, {}, 0, 0), ("safe_pin", "pin_in", None, 0, 0), ("ntp_host", "host", "pool.ntp.org", 1, 253),
-        ("sensors", "sensors", [], 0, 16), ("alarms", "alarms", {}, 0, 0))
+        ("sensors", "sensors", [], 0, 16), ("alarms", "alarms", {}, 0, MAX_ALARMS))
 
 SECRETS = (("wifi", "password"), ("mqtt", "password"))
 MASK = "***"
@@ -71,6 +84,15 @@ def _is_int(v):
 
 def _is_num(v):
     return (_is_int(v) or isinstance(v, float)) and v == v and v not in (float("inf"), float("-inf"))
+
+
+def _text_ok(s):
+    # Printable text: no C0/C1 control characters, no UTF-16 surrogate (invalid in UTF-8).
+    for c in s:
+        o = ord(c)
+        if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000:
+            return False
+    return True
 
 
 def _name_ok(s, extra):
@@ -98,6 +120,22 @@ class _V:
             if not isinstance(v, bool):
                 raise ConfigError(path, "expected true or false")
             return v
+        elif kind == "interval":
+            if not _is_num(v):
+                raise ConfigError(path, "expected a number of seconds")
+            if b.get("chip") == "sim":
+                lo = 0  # the virtual node's benches sample flat out
+            if not lo <= v <= hi:
+                raise ConfigError(path, "out of range %s..%s s" % (lo, hi))
+            return v
+        elif kind == "pin":
+            if not isinstance(v, str) or len(v) != 64 or not _name_ok(v, "abcdef"):
+                raise ConfigError(path, "expected the SHA-256 of the broker's public key: 64 hex digits (lower case)")
+            return v
+        elif kind == "file":
+            if not isinstance(v, str) or not lo <= len(v) <= hi or not _name_ok(v.lower(), "._-") or v[0] == ".":
+                raise ConfigError(path, "expected a file name on the node's flash (a-z, 0-9, . _ -; up to %d)" % hi)
+            return v
         elif kind == "gas":
             if not isinstance(v, str):
                 raise ConfigError(path, "expected a gas name")
@@ -107,6 +145,8 @@ class _V:
                 raise ConfigError(path, "expected a string")
             if not lo <= len(v) <= hi:
                 raise ConfigError(path, "expected %d to %d characters" % (lo, hi))
+            if not _text_ok(v):
+                raise ConfigError(path, "control characters and lone surrogates are not allowed")
             if kind == "id" and not _name_ok(v, "-"):
                 raise ConfigError(path, "only a-z, 0-9 and - are allowed")
             if kind == "host" and not _name_ok(v.lower(), "-.:_"):
@@ -170,7 +210,7 @@ class _V:
         if kind == "sensors":
             return self.sensors(path, v, hi)
         if kind == "alarms":
-            return self.alarms(path, v)
+            return self.alarms(path, v, hi)
         return self.field(path, kind, v, lo, hi, owner)
 
     @staticmethod
@@ -212,13 +252,15 @@ class _V:
             out.append(d)
         return out
 
-    def alarms(self, path, v):
+    def alarms(self, path, v, most):
         if not isinstance(v, dict):
             raise ConfigError(path, "expected an object")
+        if len(v) > most:
+            raise ConfigError(path, "at most %d alarms" % most)
         out = {}
         for q in v:
             p = self.join(path, q)
-            if not _name_ok(q, "_") or "_" not in q:
+            if not isinstance(q, str) or len(q) > 32 or not _name_ok(q, "_") or "_" not in q:
                 raise ConfigError(p, "expected a quantity name such as water_level_cm")
             a = self.obj(p, (("high", "num", REQ, -1e6, 1e6), ("clear", "num", REQ, -1e6, 1e6)), v[q])
             if not a["clear"] < a["high"]:
@@ -238,7 +280,24 @@ def validate(cfg, board):
     out = v.obj("", _TOP, cfg)
     if out.get("wifi") is None and board.get("chip") != "sim":
         raise ConfigError("wifi", "required")
+    _tls(out["mqtt"])
     return out
+
+
+def _tls(m):
+    # Verified TLS or an explicit, logged choice not to verify; 8883 is TLS's port.
+    if m.get("port") is None:
+        m["port"] = 8883 if m["tls"] else 1883
+    for k in ("ca", "pin_sha256", "cert", "key"):
+        if k in m and not m["tls"]:
+            raise ConfigError("mqtt." + k, "needs \"tls\": true")
+    if m["tls_insecure"] and not m["tls"]:
+        raise ConfigError("mqtt.tls_insecure", "needs \"tls\": true")
+    if ("cert" in m) != ("key" in m):
+        raise ConfigError("mqtt.cert" if "key" in m else "mqtt.key", "a client certificate needs both cert and key")
+    if m["tls"] and "ca" not in m and "pin_sha256" not in m and not m["tls_insecure"]:
+        raise ConfigError("mqtt.tls", "the broker cannot be verified: give mqtt.ca (a CA file on the node) "
+                                      "or mqtt.pin_sha256, or set mqtt.tls_insecure: true to connect unverified")
 
 
 def masked(cfg):
@@ -258,6 +317,9 @@ def set_key(cfg, key, value, board):
     if the key is not settable or the result is invalid. cfg itself is left as it was."""
     if key not in SETTABLE:
         raise ConfigError(key, "not a settable key (settable: %s)" % ", ".join(sorted(SETTABLE)))
+    if key in ("interval_s", "alarm_interval_s") and _is_num(value) and value < MIN_INTERVAL_S:
+        # Even on the sim board: a remote command never makes a node sample flat out.
+        raise ConfigError(key, "at least %d s" % MIN_INTERVAL_S)
     new = _copy(cfg)
     d = new
     parts = key.split(".")

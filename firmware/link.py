@@ -10,6 +10,7 @@ full jitter, the will, the subscription to `cmd` and the retained birth message.
 """
 import asyncio
 import random
+import time
 
 import mqtt
 
@@ -21,9 +22,13 @@ except ImportError:
 
 BACKOFF_MIN_MS = const(1000)
 BACKOFF_MAX_MS = const(300000)
-# A broker that refuses us (bad password, not authorised) will refuse again: at most ~4 tries a
-# minute, so a misconfigured fleet cannot storm the city's broker.
+# A broker that refuses us (bad password, not authorised, a certificate we do not trust) will
+# refuse again: at most ~4 tries a minute, so a misconfigured fleet cannot storm the city's broker.
 REFUSED_MIN_MS = const(15000)
+# A session the broker ends (EOF, no DISCONNECT: MQTT 3.1.1 has no reason code) sooner than this
+# after it began, when the broker then lets us straight back in, is a client id taken over:
+# another client uses our node_id.
+KICK_MS = const(20000)
 
 
 def backoff_ms(attempt, refused=False, cap_ms=BACKOFF_MAX_MS):
@@ -38,12 +43,13 @@ def backoff_ms(attempt, refused=False, cap_ms=BACKOFF_MAX_MS):
 
 
 async def open_stream(host, port, tls):
-    ctx = None
+    """A stream to the broker; `tls` is None for plain MQTT, else the options tlsconn takes
+    (imported only then: a node without TLS never loads it)."""
     if tls:
-        import ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_NONE  # the city's CA is not known yet: encrypted, not verified
-    s = (await asyncio.open_connection(host, port, ssl=ctx) if ctx else await asyncio.open_connection(host, port))[0]
+        import tlsconn
+        s = await tlsconn.open_tls(host, port, tls)
+    else:
+        s = (await asyncio.open_connection(host, port))[0]
     try:
         # Nagle holds back small QoS 1 publishes for up to 40 ms each; nearly 2x the rate with
         # 8 in flight over a real round trip (bench_mqtt).
@@ -56,8 +62,11 @@ async def open_stream(host, port, tls):
 class Link:
     def __init__(self, host, port, tls, client_id, user=None, password=None, keepalive=60, will=None,
                  subs=(), birth=None, on_message=None, wifi=None, log=print, opener=open_stream,
-                 backoff_max_ms=BACKOFF_MAX_MS):
+                 backoff_max_ms=BACKOFF_MAX_MS, ack_timeout_ms=10000):
+        # tls: None/False, or {"ca", "pin_sha256", "cert", "key", "insecure"} (tlsconn.py).
+        # on_message(topic, payload, size, retained).
         self.host, self.port, self.tls = host, port, tls
+        self.ack_timeout_ms = ack_timeout_ms
         self.client_id = client_id
         self.user, self.password, self.keepalive = user, password, keepalive
         self.will, self.subs, self.birth = will, subs, birth
@@ -80,8 +89,10 @@ class Link:
             # One client for every session: its buffers are allocated once, at the first
             # connection, not again on each reconnect, when a long-running heap is fragmented
             # and an outage has filled it with held readings.
-            c = self._c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will)
-            c.on_message = self.on_message
+            c = self._c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will,
+                                          ack_timeout_ms=self.ack_timeout_ms)
+            if self.on_message is not None:
+                c.on_message = lambda t, p, n: self.on_message(t, p, n, c.retained)
         try:
             await c.connect(stream)
             for t in self.subs:
@@ -95,14 +106,23 @@ class Link:
 
     async def run(self):
         fails = 0
+        kicked = 0   # sessions in a row that the broker ended (EOF) soon after it began
+        insecure = self.tls and self.tls.get("insecure")
         while True:
+            if insecure:
+                self.log("link: WARNING: TLS without verification (mqtt.tls_insecure): whoever answers "
+                         "at %s:%d gets the password" % (self.host, self.port))
             try:
                 c = await self._session()
             except Exception as e:
                 msg = str(e) or e.__class__.__name__
-                refused = msg.startswith("refused")
+                if self.tls:
+                    import tlsconn
+                    msg = tlsconn.why(self.tls, getattr(e, "cause", e)) or msg
+                refused = msg.startswith("refused") or msg.startswith("TLS")
                 self.last_error = msg
                 fails += 1
+                kicked = 0  # the broker went away: that, not another client, closed the session
                 d = backoff_ms(fails - 1, refused, self.backoff_max_ms)
                 self.log("link: %s:%d %s; retry in %d ms" % (self.host, self.port, msg, d))
                 await asyncio.sleep_ms(d)
@@ -110,14 +130,24 @@ class Link:
             fails = 0
             self.client = c
             self.up.set()
-            self.log("link: connected to %s:%d" % (self.host, self.port))
+            self.log("link: connected to %s:%d%s" % (self.host, self.port, " (TLS)" if self.tls else ""))
+            if kicked:
+                # Closed right after it began, and taken back at once: MQTT 3.1.1 has no reason
+                # code, but this is what a broker does when another client connects with our id.
+                self.log("link: another client is using this node_id? the broker closed our session soon "
+                         "after it began and let us straight back in (%d in a row)" % kicked)
+            t_up = time.ticks_ms()
             await c.dead.wait()
             self.up.clear()
             self.client = None
             c.close()
-            self.last_error = "link lost"
-            self.log("link: lost")
-            await asyncio.sleep_ms(backoff_ms(0))
+            self.last_error = "link lost: %s" % c.reason
+            held = time.ticks_diff(time.ticks_ms(), t_up)
+            kicked = kicked + 1 if c.reason == "eof" and held < KICK_MS else 0
+            self.log("link: lost (%s after %d ms)" % (c.reason, held))
+            # Two clients with one id take turns throwing each other out: from the second time,
+            # slow down like a refusal, so that the pair does not storm the broker.
+            await asyncio.sleep_ms(backoff_ms(max(kicked - 1, 0), kicked > 1, self.backoff_max_ms))
 
     async def stop(self, last=None):
         """A clean stop: publish `last` (topic, payload) retained, then DISCONNECT (no will)."""

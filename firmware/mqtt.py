@@ -46,6 +46,13 @@ class MQTTError(Exception):
     pass
 
 
+def _closed(cause):
+    # "closed", keeping what closed it (a TLS handshake's verdict, a socket error) for the caller.
+    e = MQTTError("closed")
+    e.cause = cause
+    return e
+
+
 def encode_varlen(n):
     """Remaining Length as the spec's variable-byte integer (1-4 bytes), MQTT 3.1.1 2.2.3."""
     b = bytearray(4)
@@ -158,13 +165,17 @@ async def _shut(s):
 
 class MQTTClient:
     def __init__(self, client_id, user=None, password=None, keepalive=60, will=None, clean=True,
-                 max_payload=512, inflight=8):
+                 max_payload=512, inflight=8, ack_timeout_ms=10000):
         if will and will[2] > 1:
             raise ValueError("will qos")
         self.client_id, self.user, self.password = client_id, user, password
         self.keepalive, self.will, self.clean = keepalive, will, clean
         self.max_payload = max_payload
-        self.on_message = None
+        # A QoS 1 PUBLISH is sent _TRIES times, ack_timeout_ms apart; with no PUBACK after the
+        # last, the broker is not hearing us: the session is dropped (the link reconnects).
+        self.ack_timeout_ms = ack_timeout_ms
+        self.on_message = None  # handler(topic, payload, size); `retained` is set while it runs
+        self.retained = False
         self.connected = False
         self.session_present = False
         self.dead = asyncio.Event()
@@ -212,7 +223,7 @@ class MQTTClient:
                 raise
             if isinstance(e, asyncio.TimeoutError):
                 raise MQTTError("timeout")
-            raise MQTTError("closed")
+            raise _closed(e)
         self.connected = True
         self._ping_out = False
         self._ping_t = ticks_ms()
@@ -290,10 +301,10 @@ class MQTTClient:
                 raise MQTTError("closed")
             s.write(pkt)  # copies what the socket did not take: the buffers are free again
             await s.drain()
-        except OSError:
+        except OSError as e:
             if self.connected:
                 self._fail("socket error")
-            raise MQTTError("closed")
+            raise _closed(e)
         finally:
             self._wbusy = False
             self._widle.set()
@@ -342,7 +353,9 @@ class MQTTClient:
         self._pid[i] = 0
         self._free.set()
 
-    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=10000):
+    async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=None):
+        if timeout_ms is None:
+            timeout_ms = self.ack_timeout_ms
         topic = _b(topic)
         payload = _b(payload)  # str or bytes-like
         if qos > 1:
@@ -376,7 +389,10 @@ class MQTTClient:
                     return
                 if self._st[i] == _CLOSED:
                     raise MQTTError("closed")
-            raise MQTTError("timeout")
+            # Every resend went unanswered: a broker that takes our bytes but does not act on
+            # them (overloaded, half-broken, or a middlebox). A new session may fare better.
+            self._fail("no PUBACK")
+            raise MQTTError("no PUBACK")
         finally:
             if qos:
                 self._release(i)
@@ -444,21 +460,25 @@ class MQTTClient:
                     await self._on_publish(t, n)
                     continue
                 if k == _PUBACK or k == _SUBACK:
-                    if n < 2 or n > len(self._ib) or (k == _SUBACK and n < 3):
+                    if (k == _PUBACK and n != 2) or n > len(self._ib) or (k == _SUBACK and n < 3):
                         raise MQTTError("malformed")
                     if self._e - self._p < n:
                         await self._need(n)
                     p = self._p
                     self._ack((self._ib[p] << 8) | self._ib[p + 1], self._ib[p + 2] if k == _SUBACK else 0)
                     self._p += n
-                elif k == _PINGRESP:
-                    await self._skip(n)
+                elif k == _PINGRESP and n == 0:
+                    pass
                 else:
-                    raise MQTTError("unexpected packet")
+                    raise MQTTError("unexpected packet" if k != _PINGRESP else "malformed")
         except MQTTError as e:
             self._fail(e.args[0])
         except OSError:
             self._fail("socket error")
+        except Exception:
+            # Bytes the spec does not allow (a topic that is not UTF-8, ...): the stream cannot be
+            # trusted to be in step any more. Never an exception left in a task.
+            self._fail("malformed")
 
     def _ack(self, pid, rc):
         for i in range(len(self._pid)):
@@ -475,13 +495,15 @@ class MQTTClient:
         tl = (self._ib[self._p] << 8) | self._ib[self._p + 1]
         self._p += 2
         size = n - 2 - tl - (2 if qos else 0)
-        if size < 0:
+        if size < 0 or not tl:
             raise MQTTError("malformed")
         topic = None
         if tl <= len(self._ib):
             await self._need(tl)
-            topic = str(self._imv[self._p:self._p + tl], "utf-8")
+            topic = str(self._imv[self._p:self._p + tl], "utf-8")  # UnicodeError: malformed
             self._p += tl
+            if "+" in topic or "#" in topic or "\x00" in topic:  # MQTT-3.3.2-2, 1.5.3
+                raise MQTTError("malformed")
         else:  # a topic longer than our buffer: acknowledge it but deliver nothing
             await self._skip(tl)
         pid = 0
@@ -489,6 +511,8 @@ class MQTTClient:
             await self._need(2)
             pid = (self._ib[self._p] << 8) | self._ib[self._p + 1]
             self._p += 2
+            if not pid:  # MQTT-2.3.1-1
+                raise MQTTError("malformed")
         if size <= self.max_payload:
             await self._need(size)
             payload = bytes(self._imv[self._p:self._p + size])
@@ -497,6 +521,7 @@ class MQTTClient:
             await self._skip(size)
             payload = b""
         cb = self.on_message
+        self.retained = bool(t & 1)  # for the handler: a retained message is an old one
         if cb is not None and topic is not None:
             try:
                 r = cb(topic, payload, size)

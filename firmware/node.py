@@ -62,10 +62,15 @@ class Node:
         self.topics = {_KIND_T: p + "telemetry", _KIND_E: p + "event"}
         self.t_status, self.t_cmd, self.t_reply = p + "status", p + "cmd", p + "reply"
         host, port = broker if broker else (m["host"], m["port"])
-        self.link = link.Link(host, port, m["tls"], cfg["node_id"], m.get("user"), m.get("password"),
+        tls = None
+        if m["tls"]:
+            tls = {"ca": m.get("ca"), "pin_sha256": m.get("pin_sha256"), "cert": m.get("cert"),
+                   "key": m.get("key"), "insecure": m.get("tls_insecure", False)}
+        self.link = link.Link(host, port, tls, cfg["node_id"], m.get("user"), m.get("password"),
                               m["keepalive_s"], (self.t_status, telemetry.status(False), 1, True),
                               (self.t_cmd,), (self.t_status, telemetry.status(True, FW, boot, reset)),
-                              self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000)
+                              self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000,
+                              ack_timeout_ms=m.get("ack_timeout_s", 10) * 1000)
         self.commands = commands.Commander(self)
         self.sensors = [[s, None] for s in cfg["sensors"]]  # [conf, driver or None until made]
         self.sensors.sort(key=lambda e: drivers.rank(e[0]))
@@ -274,8 +279,8 @@ class Node:
             return True
         return False
 
-    def _on_message(self, topic, payload, size):
-        self.commands.on_message(topic, payload, size)
+    def _on_message(self, topic, payload, size, retained=False):
+        self.commands.on_message(topic, payload, size, retained)
 
     def wake(self):
         """The config changed: the sampler starts its next wait afresh."""

@@ -67,10 +67,10 @@ def test_node_id_pattern():
 def test_types_and_ranges():
     c = good()
     c["interval_s"] = "60"
-    refused(c, "interval_s: expected a number")
+    refused(c, "interval_s: expected a number of seconds")
     c = good()
     c["interval_s"] = -1
-    refused(c, "interval_s: out of range 0..86400")
+    refused(c, "interval_s: out of range 1..86400 s")
     c = good()
     c["mqtt"]["port"] = 70000
     refused(c, "mqtt.port: out of range 1..65535")
@@ -175,10 +175,120 @@ def test_set_key_allow_list():
     raw, v = config.set_key(c, "interval_s", 30, board())
     assert raw["interval_s"] == 30 and v["interval_s"] == 30 and c["interval_s"] == 60
     for key, val, msg in (("node_id", "x", "node_id: not a settable key"),
-                          ("interval_s", -5, "interval_s: out of range 0..86400")):
+                          ("interval_s", -5, "interval_s: at least 1 s")):
         try:
             config.set_key(c, key, val, board())
         except config.ConfigError as e:
             assert str(e).startswith(msg), str(e)
         else:
             raise AssertionError("set_key accepted %s=%r" % (key, val))
+
+
+# --- issue 14: verified TLS, bounds, text, sizes ------------------------------------------------
+
+def _tls(**m):
+    c = good()
+    for k in ("port", "tls", "ca"):
+        c["mqtt"].pop(k)
+    c["mqtt"].update(m)
+    return c
+
+
+def test_tls_needs_a_ca_a_pin_or_an_explicit_insecure():
+    refused(_tls(tls=True), "mqtt.tls: the broker cannot be verified: give mqtt.ca (a CA file on the node) "
+                            "or mqtt.pin_sha256, or set mqtt.tls_insecure: true to connect unverified")
+    v = config.validate(_tls(tls=True, ca="ca.crt"), board())
+    assert v["mqtt"]["port"] == 8883 and v["mqtt"]["ca"] == "ca.crt"   # TLS's port by default
+    assert config.validate(_tls(tls=True, pin_sha256="ab" * 32), board())["mqtt"]["pin_sha256"] == "ab" * 32
+    assert config.validate(_tls(tls=True, tls_insecure=True), board())["mqtt"]["tls_insecure"] is True
+    assert config.validate(_tls(), board())["mqtt"]["port"] == 1883
+    pin = "mqtt.pin_sha256: expected the SHA-256 of the broker's public key: 64 hex digits (lower case)"
+    refused(_tls(tls=True, pin_sha256="AB" * 32), pin)
+    refused(_tls(tls=True, pin_sha256="ab" * 31), pin)
+    name = "mqtt.ca: expected a file name on the node's flash (a-z, 0-9, . _ -; up to 32)"
+    refused(_tls(tls=True, ca="../etc/ca.crt"), name)
+    refused(_tls(tls=True, ca=".ca"), name)
+    refused(_tls(ca="ca.crt"), "mqtt.ca: needs \"tls\": true")
+    refused(_tls(tls_insecure=True), "mqtt.tls_insecure: needs \"tls\": true")
+    refused(_tls(tls=True, ca="ca.crt", cert="n.crt"), "mqtt.key: a client certificate needs both cert and key")
+    v = config.validate(_tls(tls=True, ca="ca.crt", cert="n.crt", key="n.key"), board())
+    assert v["mqtt"]["cert"] == "n.crt" and v["mqtt"]["key"] == "n.key"
+
+
+def test_intervals_at_least_one_second_but_the_sim_board_may_run_flat_out():
+    for k in ("interval_s", "alarm_interval_s"):
+        for bad in (0, 0.5, 1e-400):
+            c = good()
+            c[k] = bad
+            refused(c, k + ": out of range 1..86400 s")
+    c = {"node_id": "s-1", "board": "sim", "mqtt": {"host": "127.0.0.1"}, "interval_s": 0, "alarm_interval_s": 0}
+    v = config.validate(c, board("sim"))
+    assert v["interval_s"] == 0
+    # ... but never by command, not even there
+    for k in ("interval_s", "alarm_interval_s"):
+        try:
+            config.set_key(c, k, 0, board("sim"))
+        except config.ConfigError as e:
+            assert str(e) == k + ": at least 1 s", str(e)
+        else:
+            raise AssertionError("set %s 0 accepted" % k)
+
+
+def test_text_without_control_characters_or_lone_surrogates():
+    for bad in ("a\x00b", "line\nbreak", "esc\x1b[2J", "del\x7f", "c1\x85"):
+        c = good()
+        c["site"]["name"] = bad
+        refused(c, "site.name: control characters and lone surrogates are not allowed")
+    c = good()
+    c["site"]["name"] = json.loads('"half \\ud800 pair"')
+    refused(c, "site.name: control characters and lone surrogates are not allowed")
+    c = good()
+    c["site"]["name"] = "Jl. Siliwangi – Cikapundung 🌊"
+    assert config.validate(c, board())["site"]["name"] == c["site"]["name"]
+    try:
+        config.set_key(good(), "site.name", json.loads('"\\udfff"'), board())
+    except config.ConfigError as e:
+        assert str(e).startswith("site.name: control characters"), str(e)
+    else:
+        raise AssertionError("a lone surrogate was set")
+
+
+def test_counts_are_capped_so_a_valid_config_stays_small():
+    c = good()
+    c["alarms"] = {"q%d_cm" % i: {"high": 2, "clear": 1} for i in range(config.MAX_ALARMS + 1)}
+    refused(c, "alarms: at most %d alarms" % config.MAX_ALARMS)
+    c["alarms"] = {"q%d_cm" % i: {"high": 2, "clear": 1} for i in range(config.MAX_ALARMS)}
+    v = config.validate(c, board())
+    assert len(json.dumps(v)) < config.MAX_BYTES
+    c = good()
+    c["alarms"] = {"q" * 40 + "_cm": {"high": 2, "clear": 1}}
+    refused(c, "alarms.%s: expected a quantity name such as water_level_cm" % ("q" * 40 + "_cm"))
+
+
+def _largest():
+    # Every list at its cap, every string at its longest: what the caps allow at most.
+    return {"node_id": "n" * 32, "board": "sim",
+            "site": {"name": "\u00e9" * 64, "lat": -6.123456789, "lon": 107.123456789},
+            "wifi": {"ssid": "s" * 32, "password": "p" * 63},
+            "mqtt": {"host": "h" * 253, "port": 8883, "tls": True, "ca": "c" * 32, "pin_sha256": "a" * 64,
+                     "cert": "d" * 32, "key": "k" * 32, "user": "u" * 64, "password": "p" * 128,
+                     "prefix": "p" * 64, "keepalive_s": 3600, "backoff_max_s": 3600, "ack_timeout_s": 60},
+            "interval_s": 86400, "alarm_interval_s": 86400, "outbox_kb": 4096, "ntp_host": "t" * 253,
+            "sensors": [{"name": "s%014d" % i, "type": "bme280", "i2c": 0, "address": 0x77} for i in range(16)],
+            "alarms": {"q" * 29 + "_%02d" % i: {"high": 1e6, "clear": -1e6} for i in range(config.MAX_ALARMS)}}
+
+
+def test_the_largest_valid_config_is_small_and_loads_in_a_few_kb():
+    import gc
+    b = board("sim")
+    text = json.dumps(_largest())
+    assert len(text) <= config.MAX_BYTES, len(text)
+    gc.collect()
+    free = gc.mem_free()
+    raw = json.loads(text)
+    v = config.validate(raw, b)   # main.py holds both until the node starts
+    gc.collect()
+    held = free - gc.mem_free()
+    assert v["sensors"][15]["name"] == "s00000000000015" and len(v["alarms"]) == config.MAX_ALARMS
+    print("largest config: %d bytes of JSON, %d bytes of heap parsed and validated" % (len(text), held))
+    assert held < 32 * 1024, held

@@ -318,13 +318,15 @@ async def test_resend_with_dup_after_timeout():
     assert s.take() == b"\x3a\x06\x00\x01a\x00\x011"
     s.feed(b"\x40\x02\x00\x01")
     await t
-    # never acked: first send + 2 resends, then "timeout"
+    # never acked: first send + 2 resends, then the broker is not hearing us: the session ends
+    # (issue 14), so that the link layer reconnects; the caller keeps its record.
     t0 = time.ticks_ms()
-    await araises(c.publish("a", b"2", qos=1, timeout_ms=100), "timeout")
+    await araises(c.publish("a", b"2", qos=1, timeout_ms=100), "no PUBACK")
     assert 300 <= time.ticks_diff(time.ticks_ms(), t0) < 900
     assert s.take() == b"\x32\x06\x00\x01a\x00\x022" + b"\x3a\x06\x00\x01a\x00\x022" * 2
-    assert c.connected   # a lost PUBACK is not a dead link by itself
-    await c.disconnect()
+    assert c.dead.is_set() and c.reason == "no PUBACK" and not c.connected
+    await asyncio.sleep_ms(5)
+    assert s.closed
 
 
 async def test_keepalive_ping_and_dead_link():
@@ -547,3 +549,98 @@ async def test_link_reuses_one_client_and_its_buffers_across_sessions():
     assert streams[1].out[0] == 0x10 and b"\x82" in streams[1].out
     t.cancel()
     c.close()
+
+
+# --- issue 14: a broker that misbehaves ----------------------------------------------------------
+
+def _unretrieved():
+    # Task exceptions nobody retrieved end up in the loop's exception handler: catch them.
+    seen = []
+    asyncio.get_event_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx))
+    return seen
+
+
+async def test_malformed_packets_from_the_broker_drop_the_link_at_once():
+    cases = (
+        b"\x30\x05\x00\x02\xff\xfex",            # topic not UTF-8
+        b"\x30\x04\x00\x00ab",                  # empty topic [4.7.3]
+        b"\x30\x05\x00\x02a#x",                 # a wildcard in a PUBLISH topic [3.3.2-2]
+        b"\x30\x05\x00\x02a\x00x",              # U+0000 in a topic [1.5.3]
+        b"\x32\x05\x00\x01a\x00\x00",           # QoS 1 with packet id 0 [2.3.1-1]
+        b"\x30\x02\x00\x09",                    # topic longer than the packet
+        b"\x40\x03\x00\x01\x00",                # PUBACK of 3 bytes
+        b"\xd0\x01\x00",                        # PINGRESP with a body
+        b"\x36\x05\x00\x01ax\x00\x01",          # QoS 3
+        b"\x20\x02\x00\x00",                    # a second CONNACK
+    )
+    for bad in cases:
+        seen = _unretrieved()
+        got = []
+        c, s = await up()
+        c.on_message = lambda t, p, n: got.append(t)
+        s.feed(bad)
+        await until(c.dead.is_set, 500, "dead link after %r" % bad)
+        assert c.reason in ("malformed", "unexpected packet"), (bad, c.reason)
+        await asyncio.sleep_ms(5)
+        assert s.closed and not got and not seen, (bad, got, seen)
+
+
+def _accepting(streams, want_tls=None):
+    # A broker that accepts every connection (CONNACK 0); the streams, in order.
+    async def opener(host, port, tls):
+        assert tls == want_tls, tls
+        s = FakeStream()
+        s.feed(CONNACK_OK)
+        streams.append(s)
+        return s
+    return opener
+
+
+async def test_a_broker_that_never_acknowledges_gets_a_new_session():
+    # Issue 14: 72 publishes, 48 resends in 90 s and never a reconnect. Now the last resend
+    # without PUBACK ends the session, and the link layer opens a new one.
+    import link
+    streams = []
+    opener = _accepting(streams)
+    logs = []
+    lk = link.Link("broker", 1883, None, "n-1", keepalive=60, opener=opener, log=logs.append, ack_timeout_ms=100)
+    t = asyncio.create_task(lk.run())
+    await until(lk.up.is_set, what="the first session")
+    t0 = time.ticks_ms()
+    await araises(lk.client.publish("t", b"1", 1), "no PUBACK")
+    assert 300 <= time.ticks_diff(time.ticks_ms(), t0) < 900
+    await until(lambda: len(streams) == 2 and lk.up.is_set(), 2000, "a second session")
+    assert any(m.startswith("link: lost (no PUBACK after") for m in logs), logs
+    t.cancel()
+    lk.client.close()
+
+
+async def test_a_client_id_taken_over_is_logged_as_such():
+    import link
+    streams = []
+    opener = _accepting(streams)
+    logs = []
+    lk = link.Link("broker", 1883, None, "n-1", keepalive=60, opener=opener, log=logs.append)
+    t = asyncio.create_task(lk.run())
+    await until(lk.up.is_set, what="the first session")
+    streams[0].end()     # the broker closes us right after CONNACK: another client took our id
+    await until(lambda: any("another client is using this node_id" in m for m in logs), 1000, "the log line")
+    t.cancel()
+    if lk.client:
+        lk.client.close()
+
+
+async def test_tls_insecure_is_logged_at_every_connect():
+    import link
+    streams = []
+    opener = _accepting(streams, {"insecure": True})
+    logs = []
+    lk = link.Link("broker", 8883, {"insecure": True}, "n-1", opener=opener, log=logs.append)
+    t = asyncio.create_task(lk.run())
+    await until(lk.up.is_set, what="the first session")
+    lk.client._fail("socket error")
+    await until(lambda: len(streams) == 2 and lk.up.is_set(), 2000, "a second session")
+    warn = [m for m in logs if m.startswith("link: WARNING: TLS without verification")]
+    assert len(warn) == 2, logs
+    t.cancel()
+    lk.client.close()
