@@ -7,6 +7,9 @@
 """
 import asyncio
 import json
+import time
+
+import cmdguard
 
 try:
     from micropython import const
@@ -17,6 +20,7 @@ except ImportError:
 MAX_CMD = 512  # CONTRACT.md: larger command payloads are refused
 NAMES = ("ping", "sample", "get_config", "set", "reboot")
 _QUEUE = const(4)
+_REFUSE_QUEUE = const(16)  # ids of commands waiting for a "busy" / "retained" answer
 _REPLY_WAIT_MS = const(10000)  # for a link that is down when a command's answer is ready
 
 
@@ -52,6 +56,14 @@ def parse(payload, size=None):
     return cid, cmd, args
 
 
+def cmd_id(payload, size=None):
+    """The id of a command payload, for an answer that does not run it; None if it has none."""
+    try:
+        return parse(payload, size)[0]
+    except CommandError as e:
+        return e.id
+
+
 def _config():
     # The validator is ~20 KB of bytecode on the unix port: loaded for the rare get_config/set,
     # then dropped again after the reply.
@@ -70,19 +82,37 @@ class Commander:
     def __init__(self, node):
         self.node = node
         self._q = []
+        self._refuse = []
+        self.unanswered = 0
+        self.guard = cmdguard.Guard()
         self._ev = asyncio.Event()
 
-    def on_message(self, topic, payload, size):
-        if len(self._q) >= _QUEUE:
-            self.node.log("cmd: queue full, dropped one")
+    def on_message(self, topic, payload, size, retained=False):
+        if retained or len(self._q) >= _QUEUE:
+            # Answered, never run. A retained command is an old one that the broker hands out on
+            # every subscription (a reboot on every reconnect); a full queue says so instead of
+            # dropping silently. Only the id is kept, and only so many: a flood costs bounded RAM.
+            if len(self._refuse) < _REFUSE_QUEUE:
+                self._refuse.append((cmd_id(payload, size), cmdguard.RETAINED if retained else cmdguard.BUSY))
+            else:
+                self.unanswered += 1
+            self._ev.set()
             return
         self._q.append((bytes(payload), size))
         self._ev.set()
 
     async def task(self):
         n = self.node
+        import telemetry
         while True:
             n.beat("commands")
+            if self._refuse:
+                cid, why = self._refuse.pop(0)
+                await self.reply(telemetry.reply(cid, False, None, why))
+                continue
+            if self.unanswered:
+                n.log("cmd: %d commands dropped unanswered (flood)" % self.unanswered)
+                self.unanswered = 0
             if not self._q:
                 try:
                     await asyncio.wait_for_ms(self._ev.wait(), 1000)
@@ -94,6 +124,13 @@ class Commander:
             cid, ok, res, err, after = None, False, None, None, None
             try:
                 cid, cmd, args = parse(payload, size)
+                first = self.guard.answered(cid)
+                if first is not None:  # a replay, or QoS 1 delivering twice: not run again
+                    await self.reply(first)
+                    continue
+                why = self.guard.refuse(cmd, time.ticks_ms(), n.up_s())
+                if why:
+                    raise CommandError(why, cid)
                 res, after = await self.run(cmd, args)
                 ok = True
             except CommandError as e:
@@ -104,8 +141,9 @@ class Commander:
                 err = str(e)
             except Exception as e:
                 err = "failed: %s" % e
-            import telemetry
-            await self.reply(telemetry.reply(cid, ok, res, err))
+            out = telemetry.reply(cid, ok, res, err)
+            self.guard.note(cid, out)
+            await self.reply(out)
             _unload("config")
             if after:
                 await after()

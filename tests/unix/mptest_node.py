@@ -332,3 +332,107 @@ def test_driver_registry_matches_config():
     import drivers
     for t in config.SENSORS:
         assert drivers._ALIAS.get(t, t) == config.SENSORS[t][0], t
+
+
+# --- issue 14: a command channel that cannot be replayed or abused --------------------------------
+
+class FakeHW:
+    def __init__(self):
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+
+async def _until(pred, ms=3000, what="condition"):
+    t0 = time.ticks_ms()
+    while not pred():
+        if time.ticks_diff(time.ticks_ms(), t0) > ms:
+            raise AssertionError("timed out waiting for " + what)
+        await asyncio.sleep_ms(2)
+
+
+async def _answers(n, msgs, want):
+    """Feed (payload, retained) as the link would, run the commander until `want` replies."""
+    c = FakeClient()
+    n.link.client = c
+    n.link.up.set()
+    for p, retained in msgs:
+        n._on_message(n.t_cmd, p, len(p), retained)
+    t = asyncio.create_task(n.commands.task())
+    await _until(lambda: len(c.sent) >= want, what="%d replies" % want)
+    await asyncio.sleep_ms(20)
+    t.cancel()
+    import sys
+    sys.modules["config"] = config   # the commander unloads it; later tests catch its classes
+    assert all(x[0] == n.t_reply for x in c.sent)
+    return [json.loads(x[1]) for x in c.sent]
+
+
+def _cmd(cid, cmd, args=None):
+    return json.dumps({"id": cid, "cmd": cmd, "args": args or {}}).encode()
+
+
+async def test_retained_commands_are_answered_never_run():
+    _fresh()
+    n = _node(_cfg())
+    n.hw = FakeHW()
+    n._up_ms = 3600000   # long up: a reboot would be allowed if it were not retained
+    rs = await _answers(n, [(_cmd("r-1", "reboot"), True), (_cmd("r-2", "set", {"key": "interval_s", "value": 5}), True),
+                            (b"{not json", True)], 3)
+    assert rs == [{"id": "r-1", "ok": False, "error": "retained commands are not obeyed"},
+                  {"id": "r-2", "ok": False, "error": "retained commands are not obeyed"},
+                  {"id": None, "ok": False, "error": "retained commands are not obeyed"}], rs
+    assert n.hw.resets == 0 and n.cfg["interval_s"] == 1
+
+
+async def test_a_repeated_id_gets_its_first_reply_and_does_not_run_again():
+    _fresh()
+    n = _node(_cfg(), FakeOutbox())
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"rh_pct": 80.0}])]]
+    rs = await _answers(n, [(_cmd("s-1", "sample"), False), (_cmd("s-1", "sample"), False),
+                            (_cmd("s-2", "sample"), False), (_cmd("s-1", "sample"), False)], 4)
+    assert rs[0]["ok"] and rs[0]["result"]["seq"] == 0
+    assert rs[1] == rs[0] and rs[3] == rs[0]       # the first reply, word for word
+    assert rs[2]["result"]["seq"] == 1             # a new id runs
+    assert n.seq == 2 and len(n.outbox) == 2       # two readings taken, not four
+
+
+async def test_full_queue_answers_busy():
+    _fresh()
+    n = _node(_cfg())
+    q = 4  # node._CMD_QUEUE (a const: not visible from here)
+    k = q + 3
+    rs = await _answers(n, [(_cmd("p-%d" % i, "ping"), False) for i in range(k)], k)
+    busy = sorted(r["id"] for r in rs if r.get("error") == "busy")
+    done = sorted(r["id"] for r in rs if r["ok"])
+    assert done == ["p-%d" % i for i in range(q)], rs
+    assert busy == ["p-%d" % i for i in range(q, k)], rs
+
+
+async def test_reboot_and_set_are_rate_limited():
+    _fresh()
+    n = _node(_cfg())
+    n.hw = FakeHW()
+    rs = await _answers(n, [(_cmd("b-1", "reboot"), False)], 1)   # just booted
+    assert rs[0]["ok"] is False and rs[0]["error"].startswith("rate limited: no reboot within 60 s"), rs
+    assert n.hw.resets == 0
+    sets = [(_cmd("v-%d" % i, "set", {"key": "interval_s", "value": 10 + i}), False) for i in range(7)]
+    _fresh()
+    n = _node(_cfg())
+    rs = await _answers(n, sets[:4], 4)
+    rs += await _answers(n, sets[4:], 3)
+    ok = [r["id"] for r in rs if r["ok"]]
+    limited = [r["id"] for r in rs if not r["ok"] and r["error"].startswith("rate limited")]
+    assert ok == ["v-0", "v-1", "v-2", "v-3", "v-4"] and limited == ["v-5", "v-6"], rs
+    assert n.cfg["interval_s"] == 14
+
+
+async def test_set_interval_zero_is_refused_even_on_the_sim_board():
+    _fresh()
+    n = _node(_cfg())
+    rs = await _answers(n, [(_cmd("z-1", "set", {"key": "interval_s", "value": 0}), False),
+                            (_cmd("z-2", "set", {"key": "alarm_interval_s", "value": 1e-400}), False)], 2)
+    assert rs[0] == {"id": "z-1", "ok": False, "error": "interval_s: at least 1 s"}, rs
+    assert rs[1] == {"id": "z-2", "ok": False, "error": "alarm_interval_s: at least 1 s"}, rs
+    assert n.cfg["interval_s"] == 1
