@@ -23,7 +23,7 @@ import os
 import re
 
 from . import fw
-from .errors import CheckFailed
+from .errors import CheckFailed, CitynodeError
 
 SECRET_ENV = (("wifi", "password", "CITYNODE_WIFI_PASSWORD"), ("mqtt", "password", "CITYNODE_MQTT_PASSWORD"))
 REQUIRED_COLUMNS = ("node_id", "board")
@@ -232,15 +232,68 @@ def encode(cfg):
     return json.dumps(cfg, indent=1, ensure_ascii=False) + "\n"
 
 
-def push(dev, cfg):
-    """Write config.json on the node whole: a temporary file, then a rename (relative paths)."""
-    text = encode(cfg)
+def put_file(dev, path, text):
+    """Write a text file on the node whole: a temporary file, then a rename (relative paths)."""
     out = dev.exec("import os\nwith open(%r,'w') as f:f.write(%r)\nos.rename(%r,%r)\nprint(os.stat(%r)[6])\n"
-                   % (PATH + ".tmp", text, PATH + ".tmp", PATH, PATH))
+                   % (path + ".tmp", text, path + ".tmp", path, path))
     if out.strip() != str(len(text.encode())).encode():
-        raise CheckFailed("%s: config.json on the node has %s bytes, expected %d" % (
-            dev.port, out.strip().decode(errors="replace"), len(text.encode())))
+        raise CheckFailed("%s: %s on the node has %s bytes, expected %d" % (
+            dev.port, path, out.strip().decode(errors="replace"), len(text.encode())))
+
+
+def push(dev, cfg, files=None):
+    """Write the node's own files (its CA, client certificate: {name: text}) and then config.json,
+    each whole. A config larger than the node may parse is refused before anything is written."""
+    text = encode(cfg)
+    if len(text.encode()) > fw.config.MAX_BYTES:
+        raise CheckFailed("config.json: %d bytes, the node takes at most %d" % (len(text.encode()), fw.config.MAX_BYTES))
+    for name in sorted(files or {}):
+        put_file(dev, name, files[name])
+    put_file(dev, PATH, text)
     return text
+
+
+def push_and_restart(dev, cfg, files=None, reset=True):
+    """push(), then a soft reset into the new config. When the push fails half way the node is
+    soft-reset too: config.json is replaced only by its final rename, so the node goes back to
+    work on its previous config instead of waiting in the REPL."""
+    try:
+        text = push(dev, cfg, files)
+    except Exception:
+        if reset and dev.t is not None and dev.in_raw:  # we stopped it: set it going again
+            try:
+                dev.soft_reset()
+            except CitynodeError:
+                pass
+        raise
+    if reset:
+        dev.soft_reset()
+    else:
+        dev.leave()
+    return text
+
+
+# Where a node's own credentials go on its flash (mqtt.ca, mqtt.cert, mqtt.key name them).
+NODE_CA, NODE_CERT, NODE_KEY = "ca.crt", "client.crt", "client.key"
+
+
+def with_secrets(cfg, secrets_dir):
+    """(cfg, files): the node's own user and password from `citynode broker config`'s secrets,
+    verified TLS against the fleet's CA (a file on its flash), its client certificate if it has
+    one; validated again. The inventory and the defaults never hold these."""
+    from . import broker
+    files = broker.node_files(secrets_dir, cfg.get("node_id"))
+    cfg = copy.deepcopy(cfg)
+    m = cfg.setdefault("mqtt", {})
+    m["user"], m["password"] = files["creds"]["username"], files["creds"]["password"]
+    m["tls"], m["ca"] = True, NODE_CA
+    m.pop("tls_insecure", None)
+    out = {NODE_CA: files["ca"]}
+    if "cert" in files:
+        m["cert"], m["key"] = NODE_CERT, NODE_KEY
+        out[NODE_CERT], out[NODE_KEY] = files["cert"], files["key"]
+    check(cfg, "%s: " % cfg.get("node_id"))
+    return cfg, out
 
 
 def pull(dev):

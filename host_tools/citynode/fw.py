@@ -49,7 +49,8 @@ def board_names():
 def board(name):
     p = _profiles().get(name) if isinstance(name, str) else None
     if p is None:
-        raise ConfigError("board", "unknown board %r (known: %s)" % (name, ", ".join(board_names())))
+        shown = name[:40] + "..." if isinstance(name, str) and len(name) > 40 else name
+        raise ConfigError("board", "unknown board %r (known: %s)" % (shown, ", ".join(board_names())))
     return json.loads(p.read_text())
 
 

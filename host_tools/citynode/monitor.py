@@ -282,6 +282,31 @@ def _is_int(v):
 
 # --- the broker --------------------------------------------------------------------------------
 
+class TLS:
+    """TLS with a named CA (a private fleet CA, e.g. `broker init`'s ca.crt) and an optional client certificate.
+    The broker is always verified, against `cafile` or else the system's CAs; `tls` fields of
+    a Broker hold True (system CAs), False (plain MQTT) or one of these."""
+
+    def __init__(self, cafile=None, cert=None, key=None):
+        self.cafile, self.cert, self.key = cafile, cert, key
+
+    def __bool__(self):
+        return True
+
+    def apply(self, client):
+        client.tls_set(ca_certs=self.cafile, certfile=self.cert, keyfile=self.key)
+
+
+def tls_options(tls=False, cafile=None, cert=None, key=None):
+    """tls/cafile/cert/key as a command takes them -> a Broker's `tls`; a CA or a certificate
+    implies TLS."""
+    if bool(cert) != bool(key):
+        raise BadInput("a client certificate needs both its certificate and its key", param="cert" if key else "key")
+    if cafile or cert:
+        return TLS(cafile, cert, key)
+    return bool(tls)
+
+
 class Broker:
     """Where to connect: host, port and optional credentials."""
 
@@ -322,7 +347,12 @@ def connect(broker, client_id=None, mqtt5=False, timeout=5.0, on_message=None, s
                     protocol=proto, **({} if mqtt5 else {"clean_session": True}))
     if broker.user:
         c.username_pw_set(broker.user, broker.password)
-    if broker.tls:
+    if isinstance(broker.tls, TLS):
+        try:
+            broker.tls.apply(c)
+        except (OSError, ValueError) as e:
+            raise BadInput("TLS files: %s" % _reason(e), param="cafile")
+    elif broker.tls:
         c.tls_set()
     state = {"rc": None, "subs": 0}   # subs: SUBACKs so far, the reconnects' included
     c.user_data_set(state)

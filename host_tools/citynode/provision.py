@@ -14,15 +14,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import configtool, deploy, fieldtest, flash, monitor, transport
+from . import configtool, deploy, fieldtest, flash, fw, monitor, transport
 from .errors import BadInput, CitynodeError
 
 STEPS = ("flash", "deploy", "config", "test")
 
 
-def plan(inventory, ports, nodes=None, defaults=None):
-    """[(port, node_id, raw config)], every config validated first. CitynodeError exit 2 when the
-    ports and the nodes do not pair up."""
+def plan(inventory, ports, nodes=None, defaults=None, secrets=None):
+    """[(port, node_id, raw config, files)], every config validated first (with its own
+    credentials and CA from `secrets`, then `files` holds what goes on its flash beside
+    config.json). CitynodeError exit 2 when the ports and the nodes do not pair up."""
     configs = configtool.inventory_configs(inventory, configtool.load_json(defaults, "defaults") if defaults else None)
     by_id = dict(configs)
     if nodes:
@@ -37,10 +38,16 @@ def plan(inventory, ports, nodes=None, defaults=None):
                             % (len(ports), len(chosen)), 2, param="nodes")
     if len(set(ports)) != len(ports):
         raise BadInput("a port is listed twice", param="ports")
-    return [(p, nid, cfg) for p, (nid, cfg) in zip(ports, chosen)]
+    out = []
+    for p, (nid, cfg) in zip(ports, chosen):
+        files = None
+        if secrets:
+            cfg, files = configtool.with_secrets(cfg, secrets)
+        out.append((p, nid, cfg, files))
+    return out
 
 
-def _one(port, node_id, cfg, opts, log):
+def _one(port, node_id, cfg, files, opts, log):
     row = {"port": port, "node_id": node_id, "result": "PASS", "reason": None, "steps": {}, "seconds": 0.0}
     t0 = time.monotonic()
 
@@ -75,10 +82,11 @@ def _one(port, node_id, cfg, opts, log):
     def do_config():
         m = cfg["mqtt"]
         b = monitor.parse_broker(opts["broker"], opts["user"], opts["password"], opts["tls"]) if opts["broker"] else \
-            monitor.Broker(m["host"], m.get("port", 1883), opts["user"], opts["password"], opts["tls"] or m.get("tls", False))
+            monitor.Broker(m["host"], fw.validate(cfg)["mqtt"]["port"], opts["user"], opts["password"],
+                           opts["tls"] or m.get("tls", False))
         nob = fieldtest.NodeOnBroker(b, m.get("prefix", "city"), node_id)
         try:
-            configtool.push(dev, cfg)
+            configtool.push(dev, cfg, files)
             t = time.monotonic()
             line = fieldtest.restart(dev)  # main.py runs with the new firmware and config
             if line is None or line.startswith("safe mode"):
@@ -121,10 +129,19 @@ def _one(port, node_id, cfg, opts, log):
 
 def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_flash=False, erase=False,
               samples=3, broker=None, user=None, password=None, tls=False, report_dir=None, online_s=30.0,
-              timeout=10.0, src=None, log=None):
+              timeout=10.0, src=None, log=None, secrets=None):
     """Provision every port at once; one row per node (in port order). `src`: a tree holding
-    firmware/ and boards/ to deploy (default: this checkout)."""
-    work = plan(inventory, ports, nodes, defaults)
+    firmware/ and boards/ to deploy (default: this checkout). `secrets`: the fleet's (citynode
+    broker): each node gets its own login and the CA, and the field test logs in as the operator
+    and verifies the broker with the fleet's CA, unless `user` and `tls` are given."""
+    work = plan(inventory, ports, nodes, defaults, secrets)
+    if secrets:
+        from . import broker as brokerlib
+        if not user:
+            op = brokerlib.operator(secrets)
+            user, password = op["username"], op["password"]
+        if not isinstance(tls, monitor.TLS):
+            tls = monitor.TLS(os.path.join(secrets, "ca.crt"))
     if not skip_flash and firmware:
         flash.image_chip_id(flash.read_image(firmware), firmware)
     elif not skip_flash:
@@ -135,7 +152,7 @@ def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_f
     # One broker check up front: an unreachable broker would otherwise fail every node's test
     # after minutes of flashing.
     brokers = {str(monitor.parse_broker(broker))} if broker else \
-        {"%s:%d" % (c["mqtt"]["host"], c["mqtt"].get("port", 1883)) for _, _, c in work}
+        {"%s:%d" % (w[2]["mqtt"]["host"], fw.validate(w[2])["mqtt"]["port"]) for w in work}
     for b in sorted(brokers):
         monitor._stop(monitor.connect(monitor.parse_broker(b, user, password, tls)))
     deploy.build(root=src)  # compile once into the cache, not once per worker
@@ -155,7 +172,7 @@ def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_f
     sys.stdout = open(os.devnull, "w")
     try:
         with ThreadPoolExecutor(max_workers=len(work)) as ex:
-            futs = [ex.submit(_one, p, nid, cfg, opts, say) for p, nid, cfg in work]
+            futs = [ex.submit(_one, p, nid, cfg, files, opts, say) for p, nid, cfg, files in work]
             rows = [f.result() for f in futs]
     finally:
         sys.stdout.close()

@@ -1,5 +1,6 @@
 """What every command shares: the context object, --port/--json, the port chooser, JSON and
 console output, the broker options, and the group that turns the library's errors into exits."""
+import functools
 import json
 
 import click
@@ -77,7 +78,22 @@ def print_json(doc):
 
 
 def broker_options(f):
-    f = click.option("--tls", is_flag=True, help="Connect to the broker over TLS.")(f)
+    """--user/--password/--tls/--cafile/--cert/--key; the command gets `tls` as
+    monitor.tls_options makes it (False, True or a monitor.TLS)."""
+    cmd = f
+
+    @functools.wraps(cmd)
+    def inner(*a, cafile=None, cert=None, key=None, tls=False, **kw):
+        from .. import monitor
+        return cmd(*a, tls=monitor.tls_options(tls, cafile, cert, key), **kw)
+
+    f = inner
+    f = click.option("--key", type=click.Path(dir_okay=False, exists=True), help="Client certificate's key (PEM).")(f)
+    f = click.option("--cert", type=click.Path(dir_okay=False, exists=True),
+                     help="Client certificate (PEM), for brokers that want one.")(f)
+    f = click.option("--cafile", type=click.Path(dir_okay=False, exists=True),
+                     help="CA certificate (PEM) to verify the broker with, e.g. the fleet's ca.crt; implies --tls.")(f)
+    f = click.option("--tls", is_flag=True, help="Connect to the broker over TLS (verified against the system's CAs).")(f)
     f = click.option("--password", envvar="CITYNODE_MQTT_PASSWORD", help="Broker password (or CITYNODE_MQTT_PASSWORD).")(f)
     f = click.option("--user", envvar="CITYNODE_MQTT_USER", help="Broker user (or CITYNODE_MQTT_USER).")(f)
     return f

@@ -96,16 +96,18 @@ def _csv(ctx, param, value):
               help="Seconds a node may take to come online on the broker.")
 @click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
               help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
+@click.option("--secrets", "secrets_dir", type=click.Path(file_okay=False, exists=True),
+              help="The fleet's secrets (citynode broker): each node's own login and the CA go on it.")
 @broker_options
 @common
 @click.pass_context
 def provision_cmd(ctx, inventory, ports, firmware, skip_flash, erase, nodes, defaults, samples, broker, report_dir,
-                  online_timeout, src, user, password, tls):
+                  online_timeout, src, secrets_dir, user, password, tls):
     """Flash, deploy, config and field-test several nodes at once, one worker per port."""
     from .. import provision
 
     rows = provision.provision(inventory, ports, firmware, nodes, defaults, skip_flash, erase, samples, broker,
-                               user, password, tls, report_dir, online_timeout, src=src,
+                               user, password, tls, report_dir, online_timeout, src=src, secrets=secrets_dir,
                                log=None if ctx.obj.json else lambda m: click.echo(m, err=True))
     doc = {"result": "PASS" if all(r["result"] == "PASS" for r in rows) else "FAIL", "nodes": rows}
     if ctx.obj.json:

@@ -148,15 +148,19 @@ def config_validate(obj, file, defaults):
 @click.option("--inventory", type=click.Path(dir_okay=False), help="The fleet's inventory CSV.")
 @click.option("--node", "node_id", help="The node's row in the inventory.")
 @click.option("--defaults", type=click.Path(dir_okay=False), help="Site defaults (JSON) under the row.")
+@click.option("--secrets", "secrets_dir", type=click.Path(file_okay=False, exists=True),
+              help="The fleet's secrets (citynode broker): the node's own MQTT login and the CA go on it.")
 @click.option("--no-reset", is_flag=True, help="Do not soft-reset the node afterwards.")
 @TIMEOUT
 @common
 @click.pass_obj
-def config_push(obj, file, inventory, node_id, defaults, no_reset, timeout):
+def config_push(obj, file, inventory, node_id, defaults, secrets_dir, no_reset, timeout):
     """Validate a config, then write it on the node atomically.
 
     Either FILE (a config.json) or --inventory fleet.csv --node ID [--defaults site.json].
-    Passwords may come from CITYNODE_WIFI_PASSWORD and CITYNODE_MQTT_PASSWORD."""
+    Passwords may come from CITYNODE_WIFI_PASSWORD and CITYNODE_MQTT_PASSWORD; with --secrets the
+    node gets its own MQTT user and password and verifies the broker with the fleet's CA. A push
+    that fails leaves the node running its previous config."""
     from .. import configtool
     if bool(file) == bool(inventory):
         raise click.UsageError("give either FILE or --inventory CSV --node ID")
@@ -170,15 +174,14 @@ def config_push(obj, file, inventory, node_id, defaults, no_reset, timeout):
     else:
         cfg = configtool.apply_secrets(configtool.load_json(file))
         configtool.check(cfg, "%s: " % file)
+    files = None
+    if secrets_dir:
+        cfg, files = configtool.with_secrets(cfg, secrets_dir)
     # validated: only now is the node touched
     with _device(obj, timeout) as dev:
-        text = configtool.push(dev, cfg)
-        if no_reset:
-            dev.leave()
-        else:
-            dev.soft_reset()
+        text = configtool.push_and_restart(dev, cfg, files, reset=not no_reset)
     _emit(obj, {"ok": True, "port": dev.port, "node_id": cfg["node_id"], "bytes": len(text.encode()),
-                "reset": not no_reset},
+                "files": sorted(files or {}), "reset": not no_reset},
           "wrote config.json for %s on %s (%d B)%s" % (cfg["node_id"], dev.port, len(text.encode()),
                                                        "; node soft-reset" if not no_reset else ""))
 
