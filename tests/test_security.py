@@ -615,3 +615,26 @@ def test_provision_with_secrets_plans_each_nodes_own_login(tmp_path):
     from citynode.errors import CheckFailed
     with pytest.raises(CheckFailed, match="no credentials for sec-c"):
         provision.plan(str(inv), ["/dev/pts/98"], secrets=str(f.secrets))
+
+
+def test_provision_with_secrets_brings_a_node_up_on_its_own_login_over_verified_tls(fleet, tmp_path):
+    # The whole path a crew takes: deploy, the node's login and the CA onto its flash, the restart,
+    # its birth over verified TLS, and the field test's round trip as the operator.
+    from test_provision import CITYNODE, start_fleet, stop
+    inv = tmp_path / "prov.csv"
+    inv.write_text("node_id,board,sensors,mqtt.host,mqtt.port,interval_s\nsec-a,sim,air:bme280,127.0.0.1,%d,5\n"
+                   % fleet.port)
+    proc, nodes = start_fleet(tmp_path, fleet.broker, 1)
+    try:
+        r = subprocess.run([CITYNODE, "--json", "provision", "--inventory", str(inv), "--ports", nodes[0][0],
+                            "--secrets", str(fleet.secrets), "--samples", "1", "--src", str(tmp_path / "src")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+        assert json.loads(r.stdout)["result"] == "PASS"
+        flash = nodes[0][1]
+        on = json.loads((flash / "config.json").read_text())
+        assert on["mqtt"]["user"] == "sec-a" and on["mqtt"]["tls"] is True and on["mqtt"]["ca"] == "ca.crt"
+        assert (flash / "ca.crt").read_bytes() == fleet.ca.read_bytes()
+        assert fleet.creds("sec-a")["password"] not in r.stdout + r.stderr
+    finally:
+        stop(proc)
