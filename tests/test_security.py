@@ -72,7 +72,8 @@ class Fleet:
     def node(self, tmp, node_id, at=None, **mqtt):
         """A virtual node with its own login, verifying the broker with the fleet's CA; `at`: the
         port it dials instead of the fleet broker's."""
-        c = self.creds(node_id)
+        p = self.secrets / "nodes" / (node_id + ".json")
+        c = json.loads(p.read_text()) if p.exists() else {"username": None, "password": None}
         m = {"host": "127.0.0.1", "port": self.port, "tls": True, "ca": "ca.crt", "keepalive_s": 10,
              "user": c["username"], "password": c["password"]}
         m.update(mqtt)
@@ -391,8 +392,12 @@ def test_a_man_in_the_middle_gets_no_connect_and_no_password(fleet, tmp_path):
         assert mitm.attempts >= 2 and mitm.received == b""
         for n in nodes:
             assert "link: connected" not in n.output()
-            pw = n.cfg["mqtt"]["password"]
-            assert pw.encode() not in mitm.received
+        # The control: a node that does not verify hands the impostor its CONNECT, password and all.
+        blind = fleet.node(tmp_path, "sec-c", at=mitm.port, ca=None, tls_insecure=True,
+                           user="sec-c", password="the-password-sec-c").start()
+        nodes.append(blind)
+        wait_for(lambda: b"the-password-sec-c" in mitm.received, 30, what="the blind node's CONNECT at the impostor")
+        assert mitm.received.startswith(b"\x10")   # a CONNECT packet
     finally:
         for n in nodes:
             n.kill()
