@@ -285,8 +285,9 @@ def _is_int(v):
 class Broker:
     """Where to connect: host, port and optional credentials."""
 
-    def __init__(self, host, port=1883, user=None, password=None, tls=False):
+    def __init__(self, host, port=1883, user=None, password=None, tls=False, cafile=None):
         self.host, self.port, self.user, self.password, self.tls = host, port, user, password, tls
+        self.cafile = cafile    # TLS: the CA to check the broker against (None: the system's)
 
     def __str__(self):
         return "%s:%d" % (self.host, self.port)
@@ -323,7 +324,7 @@ def connect(broker, client_id=None, mqtt5=False, timeout=5.0, on_message=None, s
     if broker.user:
         c.username_pw_set(broker.user, broker.password)
     if broker.tls:
-        c.tls_set()
+        c.tls_set(ca_certs=broker.cafile)
     state = {"rc": None, "subs": 0}   # subs: SUBACKs so far, the reconnects' included
     c.user_data_set(state)
     ready = threading.Event()

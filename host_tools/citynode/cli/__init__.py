@@ -8,7 +8,7 @@ to import fails loudly.
 import click
 
 from .. import __version__
-from . import field, firmware, flash, monitor, sim, usb
+from . import field, firmware, flash, monitor, ota, sim, usb
 from .base import Ctx, Group
 
 # name -> command: the whole CLI in one place (as mpremote's _COMMANDS).
@@ -23,6 +23,7 @@ COMMANDS = {
     "provision": field.provision_cmd,
     "monitor": monitor.monitor_cmd,
     "sim": sim.sim,
+    "ota": ota.ota,
 }
 
 
