@@ -201,8 +201,8 @@ def main():
                                             format(x["from_node"], ","), x["s"]))
     for name, k in (("USB deploy at 115200, whole firmware", "full"), ("USB deploy at 115200, one module changed", "one")):
         x = usb[k]
-        print("| %s (%d files) | – | %s | %s | %.2f |" % (name, x["files"], format(x["to_node"], ","),
-                                                        format(x["from_node"], ","), x["s"]))
+        print("| %s (%d file%s) | – | %s | %s | %.2f |" % (name, x["files"], "" if x["files"] == 1 else "s",
+                                                          format(x["to_node"], ","), format(x["from_node"], ","), x["s"]))
     print("\n- seconds, OTA: from the push's start to the new version's birth (offer, chunks of %d B with "
           "%d in flight, hashing on the node, reboot, trial boot). USB: the whole `citynode deploy` process, "
           "soft reset included; on a board it also needs someone at the node with a cable." % (ota.CHUNK, ota.WINDOW))
