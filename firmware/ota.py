@@ -456,6 +456,11 @@ async def trial(node, limit_ms):
         node.hw.reset()
         return
     commit_trial(node)
+    try:   # the retained status says so at once, not only from the next session on
+        t, p = node.birth()
+        await node.link.client.publish(t, p, 1, True)
+    except Exception:
+        pass
 
 
 def commit_trial(node):

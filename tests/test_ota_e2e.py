@@ -58,7 +58,9 @@ def test_update_arrives_node_reboots_into_it_and_no_reading_is_lost(broker, tmp_
             res = ota.push(["ota-up"], broker.address, d / "new.cnota")["ota-up"]
             assert (res.state, res.version) == ("ok", NEW), res.as_dict()
             b = births(sub, "ota-up")
-            assert [(x["fw"], x["trial"]) for x in b] == [(OLD, False), (NEW, True)]
+            # the trial's birth, then the same status once it has committed
+            assert [(x["fw"], x["trial"]) for x in b] == [(OLD, False), (NEW, True), (NEW, False)]
+            assert res.detail == "runs %s (committed)" % NEW
             assert b[1]["boot"] == b[0]["boot"] + 1
             # the new version samples; readings from before the reboot still arrive
             wait_for(lambda: any(t["boot"] == b[1]["boot"] and t["seq"] >= 3 for t in sub.json("telemetry")),

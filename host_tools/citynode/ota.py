@@ -424,8 +424,14 @@ class _Push:
             b = self.birth
             if b is not None and b.get("boot", -1) > old.get("boot", -1):
                 if b.get("fw") == self.b.version:
+                    # its trial: the node commits once this birth is out and says so (trial false)
+                    wait = time.monotonic() + 10
+                    while self.birth.get("trial") and time.monotonic() < wait:
+                        self._next(wait - time.monotonic())
+                    how = "on trial" if self.birth.get("trial") else "committed"
                     self.progress(self.node, {"phase": "done", "done": size, "total": size, "fw": b.get("fw")})
-                    return Result(self.node, OK, "runs %s" % b.get("fw"), b.get("fw"), time.monotonic() - t0, self.sent)
+                    return Result(self.node, OK, "runs %s (%s)" % (b.get("fw"), how), b.get("fw"),
+                                  time.monotonic() - t0, self.sent)
                 # back on the old version: say why, from the ota_rollback event
                 wait = time.monotonic() + 5
                 while self.rollback is None and time.monotonic() < wait:
