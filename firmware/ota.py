@@ -219,7 +219,7 @@ class Receiver:
             persist.write_json(s + "/" + _ID, [bid, size])
         self.id, self.size, self.m, self.ends = bid, size, None, None
         self.held = self._held()
-        return {"held": self.held}
+        return {"held": self.held, "offer": 1}
 
     def _held(self):
         """What the slot holds, as an offset into the bundle (after a cut: whatever got written)."""
@@ -271,13 +271,14 @@ class Receiver:
         self.ends = ends
 
     def data(self, off, chunk):
-        """Bytes at offset `off` of the bundle. {"held": n}; {"held": n, "gap": 1} when off is not
-        where the node is (the sender goes back to n); {"held": size, "switch": slot} once the
-        bundle is complete, verified and switched to. Refused: the slot is wiped."""
+        """Bytes at offset `off` of the bundle. {"held": n}; {"held": n, "gap": 1, "at": off} when
+        off is not where the node is (a chunk before it was lost: the sender goes back to n; or
+        this one came twice); {"held": size, "switch": slot} once the bundle is complete,
+        verified and switched to. Refused: the slot is wiped."""
         if self.id is None:
             raise Refused("no transfer offered")
         if off != self.held:
-            return {"held": self.held, "gap": 1}
+            return {"held": self.held, "gap": 1, "at": off}
         try:
             self._write(chunk)
             if self.held >= self.size:

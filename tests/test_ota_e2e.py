@@ -316,3 +316,28 @@ def test_a_trial_that_finds_no_broker_in_time_rolls_back_with_no_birth(tmp_path,
     finally:
         node.kill()
         b.stop()
+
+
+def test_a_transfer_resumes_after_the_link_is_lost_for_a_while(broker, tmp_path, keys):
+    """The broker stops answering for longer than the sender's patience, half-way through: the
+    sender offers again, the node says what it holds, and the transfer goes on from there."""
+    d, pub = keys
+    node = ota_node(tmp_path, broker, "ota-lost", pub)
+    b = ota.Bundle.read(d / "new.cnota")
+    try:
+        with Sub(broker, "city/ota-lost/status") as sub:
+            sub.wait(lambda m: b"online" in m.payload, 30, "birth")
+        frozen = threading.Event()
+
+        def progress(nid, ev):
+            if ev["phase"] == "send" and ev["done"] > len(b.data) // 2 and not frozen.is_set():
+                frozen.set()
+                broker.freeze()
+                threading.Timer(4.0, broker.thaw).start()
+        res = ota.push(["ota-lost"], broker.address, b, progress=progress, ack_timeout=2)["ota-lost"]
+        assert frozen.is_set()
+        assert res.state == "ok" and res.version == NEW, res.as_dict()
+        assert res.sent < 1.15 * len(b.data)     # resumed where the node was: nothing sent twice
+    finally:
+        broker.thaw()
+        node.kill()

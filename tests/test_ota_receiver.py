@@ -118,8 +118,8 @@ def test_a_chunk_at_the_wrong_offset_is_not_written(flash):
     rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
     offer(rx, data)
     rx.data(0, data[:100])
-    assert rx.data(300, data[300:400]) == {"held": 100, "gap": 1}
-    assert rx.data(0, data[:100]) == {"held": 100, "gap": 1}   # a duplicate (QoS 1 resend)
+    assert rx.data(300, data[300:400]) == {"held": 100, "gap": 1, "at": 300}   # one was lost
+    assert rx.data(0, data[:100]) == {"held": 100, "gap": 1, "at": 0}       # one came twice
     assert feed(rx, data, 100, 496)["switch"] == "fw/a"
 
 
@@ -308,3 +308,14 @@ print(r["switch"], peak)
     assert json.loads((tmp_path / "fw.json").read_text())["version"] == "0.9.0"
     for name, size, digest in ota.Bundle(data).manifest["files"]:
         assert hashlib.sha256((tmp_path / "fw/a" / name).read_bytes()).hexdigest() == digest
+
+
+def test_a_bundle_larger_than_the_free_flash_is_refused_before_a_file_is_written(flash, monkeypatch):
+    data = bundle()
+    need = sum(len(d) for d in FILES.values())
+    monkeypatch.setattr(node_ota, "free_bytes", lambda: need + 100)   # less than need + the margin
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
+    offer(rx, data)
+    with pytest.raises(node_ota.Refused, match="flash: %d bytes needed, %d free" % (need + 8192, need + 100)):
+        rx.data(0, data[:ota.Bundle(data).header_len + 1])
+    assert not (flash / "fw/a").exists() and not (flash / "fw.json").exists()

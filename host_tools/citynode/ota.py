@@ -346,14 +346,18 @@ class _Push:
             self.rollback = d
         return kind, d if isinstance(d, dict) else {}
 
-    def _reply(self, timeout):
+    def _reply(self, timeout, offer=False):
+        """The node's next answer about this bundle (with offer=True: to an offer, skipping the
+        answers to chunks sent before it), or None on timeout."""
         end = time.monotonic() + timeout
         while True:
             m = self._next(end - time.monotonic())
             if m is None:
                 return None
-            if m[0] == "reply" and m[1].get("id") == self.cid:
-                return m[1]
+            d = m[1]
+            if m[0] == "reply" and d.get("id") == self.cid and \
+                    (not offer or not d.get("ok") or (d.get("result") or {}).get("offer")):
+                return d
 
     def _offer(self):
         self.br.publish(self.base + "ota", json.dumps({"op": "offer", "id": self.b.id, "size": len(self.b.data),
@@ -385,7 +389,7 @@ class _Push:
                                   time.monotonic() - t0, self.sent)
                 tries += 1
                 self._offer()
-                r = self._reply(self.ack_timeout)
+                r = self._reply(self.ack_timeout, offer=True)
                 if r is None:
                     continue
                 if not r.get("ok"):
@@ -407,12 +411,11 @@ class _Push:
             res = r["result"]
             if res.get("switch"):
                 break
-            if res.get("held", 0) < held:
-                held = None   # the node started over
-                continue
+            if res.get("offer") or res.get("held", 0) < held:
+                continue      # an answer from before the last offer: the offer's answer counts
             held = res["held"]
-            if res.get("gap") and held != rewound:
-                nxt, rewound = held, held
+            if res.get("gap") and res.get("at", 0) > held and held != rewound:
+                nxt, rewound = held, held   # a chunk before that one was lost: from there again
             if held - shown >= 8 * CHUNK:   # a line every ~4 KB, not one per chunk
                 shown = held
                 self.progress(self.node, {"phase": "send", "done": held, "total": size})
