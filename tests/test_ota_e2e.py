@@ -51,11 +51,17 @@ def no_hole(tel):
 
 def test_update_arrives_node_reboots_into_it_and_no_reading_is_lost(broker, tmp_path, keys):
     d, pub = keys
-    node = ota_node(tmp_path, broker, "ota-up", pub, 0.5)
+    node = ota_node(tmp_path, broker, "ota-up", pub, 0.2)
     try:
         with Sub(broker, "city/ota-up/#") as sub:
             sub.wait(lambda m: m.topic.endswith("/telemetry"), 30, "telemetry before the update")
-            res = ota.push(["ota-up"], broker.address, d / "new.cnota")["ota-up"]
+            during = []
+
+            def progress(nid, ev):   # readings published while the chunks go in
+                if ev["phase"] in ("offer", "reboot"):
+                    during.append(len(sub.json("telemetry")))
+            res = ota.push(["ota-up"], broker.address, d / "new.cnota", progress=progress)["ota-up"]
+            assert during[1] > during[0], during
             assert (res.state, res.version) == ("ok", NEW), res.as_dict()
             b = births(sub, "ota-up")
             # the trial's birth, then the same status once it has committed
