@@ -135,12 +135,7 @@ def test_bad_bundles_are_refused_with_a_reason_and_the_old_version_runs_on(broke
 
 def test_a_version_that_raises_at_import_rolls_back_and_says_why(broker, tmp_path, keys):
     d, pub = keys
-    tree = tmp_path / "tree"
-    shutil.copytree(ROOT / "firmware", tree / "firmware")
-    shutil.copytree(ROOT / "boards", tree / "boards")
-    src = (tree / "firmware/node.py").read_text()
-    (tree / "firmware/node.py").write_text(src.replace("\nimport asyncio\n", "\nimport asyncio\nraise RuntimeError('broken on purpose')\n", 1))
-    ota.bundle(src=tree, version="9.2.0", secrets=d / "s", out=tmp_path / "broken.cnota")
+    broken_bundle(tmp_path, d, "raise RuntimeError('broken on purpose')")
     node = ota_node(tmp_path, broker, "ota-rb", pub)
     try:
         with Sub(broker, "city/ota-rb/#") as sub:
@@ -158,6 +153,33 @@ def test_a_version_that_raises_at_import_rolls_back_and_says_why(broker, tmp_pat
         assert p["run"] == "" and p["trial"] is False
         # the node is still updatable: the good bundle goes in now
         assert ota.push(["ota-rb"], broker.address, d / "new.cnota")["ota-rb"].state == "ok"
+    finally:
+        node.kill()
+
+
+def broken_bundle(tmp_path, d, line):
+    """tmp_path/broken.cnota: version 9.2.0 of the firmware, whose node.py runs `line` at import."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "firmware", tree / "firmware")
+    shutil.copytree(ROOT / "boards", tree / "boards")
+    src = (tree / "firmware/node.py").read_text()
+    (tree / "firmware/node.py").write_text(src.replace("\nimport asyncio\n", "\nimport asyncio\n%s\n" % line, 1))
+    ota.bundle(src=tree, version="9.2.0", secrets=d / "s", out=tmp_path / "broken.cnota")
+
+
+def test_a_watchdog_reset_during_the_trial_rolls_back(broker, tmp_path, keys):
+    """A trial that hangs until the watchdog resets it (the virtual node's watchdog exit, 79):
+    no crash record, a watchdog reset cause, and the previous version runs again."""
+    d, pub = keys
+    broken_bundle(tmp_path, d, "import sys\nsys.exit(79)")
+    node = ota_node(tmp_path, broker, "ota-wd", pub)
+    try:
+        with Sub(broker, "city/ota-wd/#") as sub:
+            sub.wait(lambda m: m.topic.endswith("/status") and b"online" in m.payload, 30, "birth")
+            res = ota.push(["ota-wd"], broker.address, tmp_path / "broken.cnota")["ota-wd"]
+            assert res.state == "rolled_back" and res.detail == "rolled back to %s (watchdog)" % OLD, res.as_dict()
+            ev = [e for e in sub.json("event") if e["event"] == "ota_rollback"]
+            assert [e["detail"]["reason"] for e in ev] == ["watchdog"] and ev[0]["detail"]["crash"] is None
     finally:
         node.kill()
 
