@@ -19,6 +19,9 @@ SIM = sys.platform not in ("esp32",)
 
 # Reset causes, as CONTRACT.md names them.
 RESETS = ("power", "hard", "wdt", "deepsleep", "soft", "unknown")
+# Where the running firmware's files are: "" (the flash root, as deployed over USB) or the slot
+# of a version installed over the air ("fw/a/"); main.py sets it. Profiles come from there.
+FW = ""
 
 
 def profile(name, root=""):
@@ -26,7 +29,7 @@ def profile(name, root=""):
     board comes with its simulator, not on the flash."""
     if not isinstance(name, str):
         return None
-    path = "boards/%s.json" % name
+    path = "%sboards/%s.json" % (FW, name)
     p = persist.read_json(root + path)
     if p is None and SIM:
         try:

@@ -60,10 +60,13 @@ _MQTT = (("host", "host", REQ, 1, 253), ("port", "int", None, 1, 65535), ("tls",
          ("keepalive_s", "int", 60, 10, 3600), ("backoff_max_s", "int", 300, 2, 3600),
          ("ack_timeout_s", "int", 10, 1, 60))
 _POWER = (("deep_sleep", "bool", False, 0, 0),)
+# pubkey: the fleet's Ed25519 OTA key (`citynode ota keygen`), 32 bytes as hex. Written only with
+# `config push` over USB: not in SETTABLE, so no MQTT command can change who may update a node.
+_OTA = (("pubkey", "hex", None, 64, 64), ("trial_s", "int", 120, 10, 3600))
 _TOP = (("node_id", "id", REQ, 1, 32), ("board", "str", REQ, 1, 32), ("site", _SITE, {}, 0, 0),
         ("wifi", _WIFI, None, 0, 0), ("mqtt", _MQTT, REQ, 0, 0), ("interval_s", "interval", 60, 1, 86400),
         ("alarm_interval_s", "interval", 10, 1, 86400), ("outbox_kb", "int", 64, 4, 4096),
-        ("power", _POWER, {}, 0, 0), ("safe_pin", "pin_in", None, 0, 0), ("ntp_host", "host", "pool.ntp.org", 1, 253),
+        ("power", _POWER, {}, 0, 0), ("ota", _OTA, {}, 0, 0), ("safe_pin", "pin_in", None, 0, 0), ("ntp_host", "host", "pool.ntp.org", 1, 253),
         ("sensors", "sensors", [], 0, 16), ("alarms", "alarms", {}, 0, MAX_ALARMS))
 
 SECRETS = (("wifi", "password"), ("mqtt", "password"))
@@ -139,6 +142,10 @@ class _V:
         elif kind == "gas":
             if not isinstance(v, str):
                 raise ConfigError(path, "expected a gas name")
+            return v
+        elif kind == "hex":
+            if not isinstance(v, str) or len(v) != lo or not all(c in "0123456789abcdef" for c in v):
+                raise ConfigError(path, "expected %d hex digits" % lo)
             return v
         elif kind in ("str", "host", "id", "prefix"):
             if not isinstance(v, str):

@@ -1,11 +1,109 @@
 # main.py: the composition root, the same file on an ESP32 and on the virtual node. It asks the
 # board (board.py) for its peripherals, Wi-Fi, clock and watchdog, and builds the node from them.
-import asyncio
+#
+# It is also the first stage of every boot: the copy at the flash root (written by `citynode
+# deploy`) reads fw.json, which an over-the-air update writes (ota.py, docs/ota.md), and runs the
+# version it names from its own directory instead, or rolls a failed trial back. An OTA version's
+# own main.py is run with FWDIR set, and skips this part.
 import sys
-import time
 
-import board
-import persist
+
+def _stage1():
+    # Builtin modules only: nothing of the root firmware may be in sys.modules when another
+    # version runs, or it would run with a mix of both.
+    import json
+    import os
+
+    def rd(p):
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def wr(p, o):
+        with open(p + ".tmp", "w") as f:
+            f.write(json.dumps(o))
+        os.rename(p + ".tmp", p)
+
+    p = rd("fw.json")
+    if not isinstance(p, dict):
+        return "", False
+    run, trial = p.get("run") or "", bool(p.get("trial"))
+    if trial and p.get("tries"):
+        # The trial booted before and never committed: it crashed, the watchdog reset it, it
+        # found no broker in time, or the power went. The previous version runs again.
+        crash, fail = rd("crash.json"), rd("ota.fail")
+        if crash is not None:
+            why = "crash"
+        elif isinstance(fail, dict):
+            why = fail.get("reason", "failed")
+        else:
+            why = "watchdog" if _reset_cause() == "wdt" else "reset"
+        wr("ota_rollback.json", {"reason": why, "crash": crash, "version": p.get("version"),
+                                 "running": p.get("from")})
+        run, trial = p.get("prev") or "", False
+        wr("fw.json", {"run": run, "prev": "", "trial": False, "version": p.get("from")})
+        for f in ("crash.json", "ota.fail"):
+            try:
+                os.remove(f)
+            except OSError:
+                pass
+    elif trial:
+        p["tries"] = 1
+        wr("fw.json", p)
+    try:
+        if run:
+            os.stat(run + "main.py")
+    except OSError:
+        return "", False
+    return run, trial
+
+
+def _reset_cause():
+    if sys.platform == "esp32":
+        import machine
+        return "wdt" if machine.reset_cause() == machine.WDT_RESET else "other"
+    import os
+    return os.getenv("CITYNODE_RESET") or "power"
+
+
+def _run_version(d, trial):
+    sys.path[:] = [d[:-1] if p in ("", "/") else p for p in sys.path]
+    try:
+        with open(d + "main.py") as f:
+            src = f.read()
+        exec(compile(src, d + "main.py", "exec"), {"__name__": "__main__", "FWDIR": d, "TRIAL": trial})
+    except Exception as e:
+        # It failed before its own crash handler was set up (an import, a syntax error): a
+        # crash all the same, so a trial rolls back on the next boot.
+        import io
+        import json
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        with open("crash.json", "w") as f:
+            f.write(json.dumps({"up": 0, "error": repr(e)[:120], "trace": buf.getvalue()[-400:]}))
+        print("citynode: %s failed to start: %r; resetting" % (d, e))
+        if sys.platform == "esp32":
+            import machine
+            machine.reset()
+        sys.exit(77)  # the virtual node's reset
+
+
+_ran_other = False
+if "FWDIR" not in globals():
+    FWDIR, TRIAL = _stage1()
+    if FWDIR:
+        _ran_other = True
+        _run_version(FWDIR, TRIAL)   # returns only if that version's main() does (safe pin)
+
+import asyncio  # noqa: E402
+import time  # noqa: E402
+
+import board  # noqa: E402
+import persist  # noqa: E402
+
+board.FW = FWDIR   # this firmware's board profiles are in its own directory
 
 # Not "outbox": MicroPython would import a directory of that name in place of outbox.py.
 OUTBOX_DIR = "outbox.d"
@@ -69,11 +167,12 @@ def main():
     except Exception as e:
         ob, ob_err = None, "outbox: %s" % e
         log("%s: publishing live only" % ob_err)
-    n = node.Node(cfg, hw, boot, reset, ob, hw.wifi(cfg), clk.now, log, broker=hw.broker())
+    n = node.Node(cfg, hw, boot, reset, ob, hw.wifi(cfg), clk.now, log, broker=hw.broker(), trial=TRIAL)
     n.store_error = ob_err
     if rtc:
         n.seq = rtc["seq"]
-    log("node %s boot %d (%s) fw %s" % (cfg["node_id"], boot, reset, node.FW))
+    log("node %s boot %d (%s) fw %s%s%s" % (cfg["node_id"], boot, reset, node.FW, " in " + FWDIR if FWDIR else "",
+                                           " (trial)" if TRIAL else ""))
     try:
         extra = hw.clock_tasks(clk, cfg, log)
         if deep:
@@ -94,4 +193,5 @@ def main():
         hw.reset()
 
 
-main()
+if not _ran_other:
+    main()

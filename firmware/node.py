@@ -43,7 +43,7 @@ def alarm_event_name(quantity, high):
 
 class Node:
     def __init__(self, cfg, hw, boot, reset, outbox=None, wifi=None, clock=None, log=None,
-                 cfg_path="config.json", broker=None):
+                 cfg_path="config.json", broker=None, trial=False):
         # Neither the config as written nor the board profile is kept (about 10 KB on the unix
         # port): `set`, the one command that needs them, reads both from flash.
         self.cfg = cfg
@@ -61,6 +61,13 @@ class Node:
         p = "%s/%s/" % (m["prefix"], cfg["node_id"])
         self.topics = {_KIND_T: p + "telemetry", _KIND_E: p + "event"}
         self.t_status, self.t_cmd, self.t_reply = p + "status", p + "cmd", p + "reply"
+        self.t_ota = p + "ota"
+        # Updates over the air (ota.py, loaded with the first message on t_ota): trial is True on
+        # the first boot of a version installed over the air ("image" for a whole image) until
+        # its birth is out; esp32 is the seam of whole-image updates (None: the real module).
+        self.trial = trial
+        self.updater = None
+        self.esp32 = None
         host, port = broker if broker else (m["host"], m["port"])
         tls = None
         if m["tls"]:
@@ -68,7 +75,7 @@ class Node:
                    "key": m.get("key"), "insecure": m.get("tls_insecure", False)}
         self.link = link.Link(host, port, tls, cfg["node_id"], m.get("user"), m.get("password"),
                               m["keepalive_s"], (self.t_status, telemetry.status(False), 1, True),
-                              (self.t_cmd,), (self.t_status, telemetry.status(True, FW, boot, reset)),
+                              (self.t_cmd, self.t_ota), self.birth(),
                               self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000,
                               ack_timeout_ms=m.get("ack_timeout_s", 10) * 1000)
         self.commands = commands.Commander(self)
@@ -280,6 +287,15 @@ class Node:
         return False
 
     def _on_message(self, topic, payload, size, retained=False):
+        if topic == self.t_ota:
+            if retained:
+                return      # an update is offered by a live `ota push`, never left on the broker
+            if self.updater is None:
+                import ota
+                self.updater = ota.Updater(self)
+                self._tasks.append(asyncio.create_task(self.updater.task()))
+            self.updater.on_message(payload, size)
+            return
         self.commands.on_message(topic, payload, size, retained)
 
     def wake(self):
@@ -312,20 +328,36 @@ class Node:
             await asyncio.sleep_ms(1000)
 
     # --- running ------------------------------------------------------------------------------
-    def report_crash(self, path="crash.json"):
+    def birth(self):
+        """The retained status this node publishes on each connection."""
+        return (self.t_status, telemetry.status(True, FW, self.boot, self.reset, bool(self.trial)))
+
+    def report_crash(self, path="crash.json", name="crash"):
         rec = persist.read_json(path)
         if rec is not None:
-            self.event("crash", rec)
+            self.event(name, rec)
             persist.remove(path)
+
+    def _ota_boot(self):
+        # What main.py's first stage found (a failed trial rolled back), and after a whole-image
+        # update whether this is its trial or the bootloader went back (ota_image.json).
+        self.report_crash("ota_rollback.json", "ota_rollback")
+        if persist.read_json("ota_image.json") is not None:
+            import ota
+            ota.image_boot(self)
 
     async def run(self, wdt=None, extra=()):
         self.report_crash()
+        self._ota_boot()
         now = time.ticks_ms()
         for name in ("sampler", "publisher", "commands"):
             self.beats[name] = now
         coros = [self.link.run(), self.sampler(), self.publisher(), self.commands.task()]
         if wdt is not None:
             coros.append(self.watchdog(wdt))
+        if self.trial:
+            import ota
+            coros.append(ota.trial(self, self.cfg["ota"]["trial_s"] * 1000))
         coros.extend(extra)
         self._tasks = [asyncio.create_task(c) for c in coros]
         # The first task to fail ends the node (main.py records the crash and resets).
@@ -334,6 +366,7 @@ class Node:
     async def run_once(self, budget_ms=20000):
         """Deep-sleep mode: one cycle, then deliver what is stored within the budget."""
         self.report_crash()
+        self._ota_boot()
         lt = asyncio.create_task(self.link.run())
         await self.cycle()
         end = time.ticks_add(time.ticks_ms(), budget_ms)
@@ -347,6 +380,9 @@ class Node:
                     await asyncio.sleep_ms(200)
             else:
                 await asyncio.sleep_ms(100)
+        if self.trial and self.link.up.is_set():
+            import ota
+            ota.commit_trial(self)   # a deep-sleep node's trial ends with its first session
         await self.link.stop()
         lt.cancel()
         self.flush()

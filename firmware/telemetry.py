@@ -38,10 +38,10 @@ def event(boot, seq, ts, name, detail):
     return json.dumps({"boot": boot, "seq": seq, "ts": ts, "event": name, "detail": detail}).encode()
 
 
-def status(online, fw=None, boot=None, reset=None):
+def status(online, fw=None, boot=None, reset=None, trial=False):
     if not online:
         return b'{"state":"offline"}'
-    return json.dumps({"state": "online", "fw": fw, "boot": boot, "reset": reset}).encode()
+    return json.dumps({"state": "online", "fw": fw, "boot": boot, "reset": reset, "trial": trial}).encode()
 
 
 def reply(cid, ok, result=None, error=None):

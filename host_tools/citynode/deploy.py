@@ -18,6 +18,8 @@ How, and why:
   A deploy cut off while sending leaves only .part files beside the previous firmware, which
   still boots; the next deploy deletes them.
 - Renames use relative paths: under the virtual node's VfsPosix root, absolute renames fail.
+- A node that runs a version installed over the air (fw.json, docs/ota.md) is handed back to
+  the firmware at the root: fw.json is removed with the commit, so what was deployed runs.
 """
 import base64
 import hashlib
@@ -61,6 +63,8 @@ def w(d,x):
    while b:b=f.read(1024);s.update(b)
    f.close();R.append(p+' '+B.hexlify(s.digest())[:%(hx)d].decode())
 w('',('.py','.mpy'))
+try:os.stat('fw.json');R.append('fw.json ota')
+except OSError:pass
 R.sort();i=sys.implementation
 print(getattr(i,'_mpy',0),sys.platform,i.version)
 R='\\n'.join(R)

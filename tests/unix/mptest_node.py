@@ -436,3 +436,38 @@ async def test_set_interval_zero_is_refused_even_on_the_sim_board():
     assert rs[0] == {"id": "z-1", "ok": False, "error": "interval_s: at least 1 s"}, rs
     assert rs[1] == {"id": "z-2", "ok": False, "error": "alarm_interval_s: at least 1 s"}, rs
     assert n.cfg["interval_s"] == 1
+
+
+def test_image_trial_is_confirmed_by_the_birth_or_reported_when_rolled_back():
+    import fakeesp32
+    import ota
+    import persist
+    _fresh()
+    bl = fakeesp32.Bootloader()
+    ob = FakeOutbox()
+    n, n2 = _node(_cfg()), _node(_cfg(), ob)   # the same node before and after a reset
+    here = os.getcwd()
+    os.chdir(_TMP)
+    try:
+        n.esp32 = n2.esp32 = bl.module()
+        # what ota_image.ImageSink.switch() leaves, then the reset into the new image
+        persist.write_json("ota_image.json", {"expect": "ota_1", "version": "0.6.0", "from": "0.5.0"})
+        bl.boot, bl.state = "ota_1", "new"
+        bl.reset()
+        n._ota_boot()
+        assert n.trial == "image" and json.loads(n.link.birth[1])["trial"] is True
+        ota.commit_trial(n)
+        assert bl.state == "valid" and not n.trial and json.loads(n.link.birth[1])["trial"] is False
+        assert persist.read_json("ota_image.json") is None
+        # the next image never confirms: the bootloader goes back, and the node says so once
+        persist.write_json("ota_image.json", {"expect": "ota_0", "version": "0.7.0", "from": "0.6.0"})
+        bl.boot, bl.state = "ota_0", "new"
+        bl.reset()
+        bl.reset()
+        assert bl.running == "ota_1"
+        n2._ota_boot()
+        e = json.loads(ob.recs[0][1:])
+        assert e["event"] == "ota_rollback" and e["detail"]["version"] == "0.7.0" and e["detail"]["image"]
+        assert not n2.trial
+    finally:
+        os.chdir(here)

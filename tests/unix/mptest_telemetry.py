@@ -34,7 +34,8 @@ def test_event_status_reply():
         {"boot": 1, "seq": 2, "ts": 3, "event": "water_high", "detail": {"value": 151.0}}
     assert telemetry.status(False) == b'{"state":"offline"}'
     assert json.loads(telemetry.status(True, "0.3.1", 12, "power")) == \
-        {"state": "online", "fw": "0.3.1", "boot": 12, "reset": "power"}
+        {"state": "online", "fw": "0.3.1", "boot": 12, "reset": "power", "trial": False}
+    assert json.loads(telemetry.status(True, "0.4.0", 13, "soft", True))["trial"] is True
     assert json.loads(telemetry.reply("c-17", True, {"up": 5})) == {"id": "c-17", "ok": True, "result": {"up": 5}}
     assert json.loads(telemetry.reply("c-17", False, error="unknown command")) == \
         {"id": "c-17", "ok": False, "error": "unknown command"}

@@ -8,7 +8,7 @@ to import fails loudly.
 import click
 
 from .. import __version__
-from . import broker, field, firmware, flash, monitor, sim, usb
+from . import broker, field, firmware, flash, monitor, ota, sim, usb
 from .base import Ctx, Group
 
 # name -> command: the whole CLI in one place (as mpremote's _COMMANDS).
@@ -24,6 +24,7 @@ COMMANDS = {
     "monitor": monitor.monitor_cmd,
     "sim": sim.sim,
     "broker": broker.broker_grp,
+    "ota": ota.ota,
 }
 
 
