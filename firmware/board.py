@@ -17,7 +17,7 @@ import persist
 
 SIM = sys.platform not in ("esp32",)
 
-# Reset causes, as CONTRACT.md names them.
+# Reset causes, as docs/contract.md names them.
 RESETS = ("power", "hard", "wdt", "deepsleep", "soft", "unknown")
 # Where the running firmware's files are: "" (the flash root, as deployed over USB) or the slot
 # of a version installed over the air ("fw/a/"); main.py sets it. Profiles come from there.

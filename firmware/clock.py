@@ -1,4 +1,4 @@
-"""Wall-clock time for `ts`: Unix seconds once the clock is known, else None (CONTRACT.md).
+"""Wall-clock time for `ts`: Unix seconds once the clock is known, else None (docs/contract.md).
 
     c = clock.Clock(synced=False)
     await c.ntp_loop("pool.ntp.org")   # ESP32 only: retries until it works, then hourly

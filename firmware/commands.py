@@ -1,4 +1,4 @@
-"""Commands over MQTT (CONTRACT.md, "Commands"): parsed, queued, run one at a time, answered on
+"""Commands over MQTT (docs/contract.md, "Commands"): parsed, queued, run one at a time, answered on
 `reply`. Pure parsing (parse) runs on CPython too; the host and the fuzz tests use it.
 
     c = commands.Commander(node)       # node.link delivers to c.on_message
@@ -17,7 +17,7 @@ except ImportError:
     def const(x):
         return x
 
-MAX_CMD = 512  # CONTRACT.md: larger command payloads are refused
+MAX_CMD = 512  # docs/contract.md: larger command payloads are refused
 NAMES = ("ping", "sample", "get_config", "set", "reboot")
 _QUEUE = const(4)
 _REFUSE_QUEUE = const(16)  # ids of commands waiting for a "busy" / "retained" answer

@@ -34,7 +34,7 @@ _KIND_E = const(0x65)    # b"e": an event record
 
 
 def alarm_event_name(quantity, high):
-    # water_level_cm -> water_high / water_normal (CONTRACT.md); pm2_5_ugm3 -> pm2_5_high
+    # water_level_cm -> water_high / water_normal (docs/contract.md); pm2_5_ugm3 -> pm2_5_high
     base = quantity.rsplit("_", 1)[0]
     if base.endswith("_level"):
         base = base[:-6]

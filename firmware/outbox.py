@@ -5,7 +5,7 @@
     for rec in ob.peek(10): publish(rec)         # QoS 1; then ob.ack(1) per PUBACK, in order
 
 Runs on MicroPython (ESP32 littlefs, unix port) and CPython. The on-flash format, the wear figures
-and the bounds of every guarantee are in docs/readme-outbox.md. Paths stay relative: under the
+and the bounds of every guarantee are in docs/outbox.md. Paths stay relative: under the
 virtual node the flash is a VfsPosix mounted at "/", where os.rename of absolute paths fails.
 """
 import os

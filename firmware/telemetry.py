@@ -1,4 +1,4 @@
-"""The node's MQTT payloads, exactly as CONTRACT.md defines them (commands: commands.py).
+"""The node's MQTT payloads, exactly as docs/contract.md defines them (commands: commands.py).
 
 Pure: runs on MicroPython and CPython.
     telemetry.reading(12, 431, 1764390000, 3600, {"water_level_cm": 123.4}, {})  # -> bytes

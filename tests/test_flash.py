@@ -1,6 +1,6 @@
 """`citynode flash`: the image/chip checks on real image headers, the call into esptool at its
 boundary, the silent-bootloader error against a real (silent) pty, and the banner wait against a
-pty that behaves like a booting node. What needs a board is not here: see docs/readme-field.md."""
+pty that behaves like a booting node. What needs a board is not here: see docs/commands/flash.md."""
 import os
 import pty
 import struct

@@ -1,5 +1,5 @@
 """Issue 2, end to end: the real firmware on the unix port (a virtual node), a real Mosquitto,
-a paho-mqtt subscriber checking every field of CONTRACT.md."""
+a paho-mqtt subscriber checking every field of docs/contract.md."""
 import json
 import time
 

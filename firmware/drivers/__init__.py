@@ -33,7 +33,7 @@ def rank(conf):
 
 
 def code(e):
-    """The short code a failed reading publishes in `errors` (CONTRACT.md), for any exception."""
+    """The short code a failed reading publishes in `errors` (docs/contract.md), for any exception."""
     if isinstance(e, SensorError):
         return e.code
     if type(e).__name__ == "TimeoutError":   # asyncio.TimeoutError, without importing asyncio

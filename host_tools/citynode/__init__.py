@@ -4,7 +4,7 @@ The library (every module but cli/) runs without Click: its functions take keywo
 return plain values and raise citynode.errors.CitynodeError (its exit_code is the contract's exit code).
 
     from citynode import deploy, transport
-    with transport.connect("/dev/ttyUSB0") as dev:
+    with transport.Device("/dev/ttyUSB0") as dev:
         summary = deploy.deploy(dev)     # {"sent": [...], "bytes": ..., ...}
 """
 from .fw import version as _version

@@ -1,12 +1,13 @@
 """A node's config.json: built from the fleet inventory (a CSV a crew edits in a spreadsheet) and
 the site's shared defaults, checked by the firmware's own validator, written whole on the node.
 
-    cfg = configtool.from_inventory("fleet.csv", "wl-cikapundung-01", defaults="site.json")
+    site = configtool.load_json("site.json", "defaults")
+    cfg = configtool.from_inventory("fleet.csv", "wl-cikapundung-01", defaults=site)
     configtool.check(cfg)                       # CheckFailed("sensors[1].rx: expected an integer pin")
     with transport.Device(port) as dev:
         configtool.push(dev, cfg)
 
-Inventory columns (one row per node; see docs/readme-usb.md):
+Inventory columns (one row per node; see docs/commands/config.md):
   node_id, board, site_name, lat, lon   the node and where it stands
   sensors   name:type[:key=value...] for each sensor, separated by ";" or new lines, e.g.
             water:hcsr04:mount_height_cm=300; air:bme280

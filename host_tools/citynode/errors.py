@@ -1,4 +1,4 @@
-"""The library's errors: one line each, carrying the contract's exit code (CONTRACT.md) in
+"""The library's errors: one line each, carrying the contract's exit code (docs/contract.md) in
 `exit_code`. Only the CLI (citynode.cli) turns them into an exit; a script catches them.
 
     try:

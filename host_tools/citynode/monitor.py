@@ -8,7 +8,7 @@ lost or delivered twice.
 
 `Fleet` is the accounting and knows nothing of MQTT: feed it (topic, payload) and it keeps, per
 node and boot, which `seq` numbers it has seen. A reading is identified by (boot, seq) for ever
-(CONTRACT.md), so a hole in seq is a lost reading, a pair seen before is a QoS 1 duplicate, and
+(docs/contract.md), so a hole in seq is a lost reading, a pair seen before is a QoS 1 duplicate, and
 a reading that arrives after a later one (held back in the node's outbox) fills its hole.
 """
 import bisect

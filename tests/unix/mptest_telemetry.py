@@ -1,4 +1,4 @@
-# Payloads exactly as CONTRACT.md defines them, and the command parser's refusals.
+# Payloads exactly as docs/contract.md defines them, and the command parser's refusals.
 import json
 
 import commands

@@ -9,7 +9,7 @@ import time
 _here = sys.argv[1].rsplit("/", 1)[0] if "/" in sys.argv[1] else "."
 _root = _here + "/../.."
 sys.path.insert(0, _here)
-sys.path.insert(0, _root + "/host_tools/citynode/sim/board")  # the simulated board (mounted at /sim in a virtual node)
+sys.path.insert(0, _root + "/host_tools/citynode/sim/board")  # the simulated board (a virtual node loads it from the host)
 sys.path.insert(0, _root + "/firmware")
 
 

@@ -8,7 +8,7 @@ a serial face that mpremote and every citynode command use as they would a node 
 One job per module: bootstrap.py (what the MicroPython process runs), node.py (supervision),
 relay.py (the byte relay), wire.py (UART pacing), ptys.py (terminal plumbing), registry.py
 (running nodes), fleet.py (several nodes). board/ is the simulated board itself, MicroPython code
-mounted at /sim in the node: simhw.py and its chip models, and boards/sim.json.
+the node loads from here before it mounts its flash: simhw.py and its chip models, boards/sim.json.
 """
 from .bootstrap import EXIT_DEEPSLEEP, EXIT_RESET, EXIT_WDT, board_dir, micropython
 from .fleet import fleet, serve

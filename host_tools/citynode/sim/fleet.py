@@ -1,4 +1,4 @@
-"""Several virtual nodes in the foreground, as `citynode sim --count N` runs them.
+"""Several virtual nodes in the foreground, as `citynode sim --nodes N` runs them.
 
     nodes = fleet("/tmp/flash", count=4, config="examples/sim-water.json", broker="127.0.0.1:1883")
     serve(nodes, ready=lambda ns: print([n.port for n in ns]))   # until Ctrl-C

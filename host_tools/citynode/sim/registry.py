@@ -1,5 +1,5 @@
 """The registry of running virtual nodes: one JSON file each in a per-user runtime directory, read
-by `citynode ports` and `citynode sim --list`.
+by `citynode ports` and the port chooser of every command.
 
     path = register({"port": "/dev/pts/7", "flash": "/tmp/n1", "node_id": "wl-01", ...})
     running()          # [{"port": ..., "pid": ...}, ...] of live nodes; stale files removed
