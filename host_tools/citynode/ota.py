@@ -244,11 +244,9 @@ class _Broker:
     """One MQTT client for the whole push (monitor.connect: it subscribes again after a
     reconnect); messages go to one queue per node."""
 
-    def __init__(self, broker, prefix, user=None, password=None, cafile=None):
+    def __init__(self, broker, prefix, user=None, password=None, tls=False):
         from . import monitor
-        # cafile "": TLS against the system's CAs; None: plain MQTT
-        b = monitor.parse_broker(broker, user, password,
-                                 tls=monitor.tls_options(tls=cafile is not None, cafile=cafile or None))
+        b = monitor.parse_broker(broker, user, password, tls=tls)
         self.queues = {}
         self.status = {}      # node -> its last status (the retained one arrives with the SUBACK)
         self.lock = threading.Lock()
@@ -451,14 +449,14 @@ class _Push:
                       None, time.monotonic() - t0, self.sent)
 
 
-def push(nodes, broker, bundle_path, prefix="city", user=None, password=None, cafile=None,
+def push(nodes, broker, bundle_path, prefix="city", user=None, password=None, tls=False,
          downgrade=False, progress=None, ack_timeout=5.0, boot_timeout=90.0, cancel=None):
     """Update `nodes` (a list of node ids, or None for every node online under the prefix) at
     once. progress(node, event) is called from each node's thread; setting the `cancel` Event
     abandons every transfer (the nodes keep what they hold, for the next push to resume).
     Returns {node: Result}."""
     b = bundle_path if isinstance(bundle_path, Bundle) else Bundle.read(bundle_path)
-    br = _Broker(broker, prefix, user, password, cafile)
+    br = _Broker(broker, prefix, user, password, tls)
     try:
         if nodes is None:
             nodes = discover(br)

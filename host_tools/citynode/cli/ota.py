@@ -92,13 +92,12 @@ class _Bars:
 @click.option("--all", "all_", is_flag=True, help="Every node whose retained status is online.")
 @click.option("--broker", envvar="CITYNODE_BROKER", required=True, help="HOST[:PORT] of the fleet's broker (or CITYNODE_BROKER).")
 @click.option("--prefix", default="city", show_default=True, help="Topic root (the nodes' mqtt.prefix).")
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help="CA certificate to check the broker's (implies --tls).")
 @broker_options
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Bundle file (ota bundle).")
 @click.option("--allow-downgrade", is_flag=True, help="Let nodes install a version older than theirs.")
 @common
 @click.pass_obj
-def push(obj, nodes, all_, broker, prefix, cafile, bundle_path, allow_downgrade, user, password, tls):
+def push(obj, nodes, all_, broker, prefix, bundle_path, allow_downgrade, user, password, tls):
     """Send a bundle to nodes; exit 0 when every one runs it, 1 when one refused or rolled back,
     3 when one could not be reached."""
     from .. import ota as lib
@@ -107,7 +106,7 @@ def push(obj, nodes, all_, broker, prefix, cafile, bundle_path, allow_downgrade,
     b = lib.Bundle.read(bundle_path)
     with _Bars(nodes, obj.json) as bars:
         results = lib.push(None if all_ else list(nodes), broker, b, prefix, user, password,
-                           cafile if cafile or not tls else "", allow_downgrade, bars)
+                           tls, allow_downgrade, bars)
     for r in results.values():
         if obj.json:
             print_json(r.as_dict())
