@@ -64,7 +64,9 @@ def test_validate_json_mode_prints_one_document():
 
 
 def test_example_inventory_validates_every_row():
-    r = cli(["config", "validate", str(EXAMPLES / "fleet.csv"), "--defaults", str(EXAMPLES / "site-defaults.json")])
+    # the secrets come from the environment, as in the field
+    r = cli(["config", "validate", str(EXAMPLES / "fleet.csv"), "--defaults", str(EXAMPLES / "site-defaults.json")],
+            env={"CITYNODE_WIFI_PASSWORD": "w", "CITYNODE_MQTT_PASSWORD": "m"})
     assert r.exit_code == 0, r.output
     assert "3 nodes OK" in r.stdout
 
@@ -91,7 +93,7 @@ def test_inventory_refuses_duplicates_and_secret_columns(tmp_path):
     csv = write_csv(tmp_path, GOOD, GOOD)
     assert "line 3 (wl-01): node_id: 'wl-01' is also on line 2" in one_error(
         cli(["config", "validate", csv, "--defaults", str(EXAMPLES / "site-defaults.json")]))
-    csv = write_csv(tmp_path, "wl-01,esp32-generic,hunter2\n", header="node_id,board,mqtt.password\n")
+    csv = write_csv(tmp_path, "wl-01,esp32-generic,air:bme280,hunter2\n", header="node_id,board,sensors,mqtt.password\n")
     assert "secrets do not belong in the inventory; use CITYNODE_MQTT_PASSWORD" in one_error(
         cli(["config", "validate", csv, "--defaults", str(EXAMPLES / "site-defaults.json")]))
 
@@ -101,7 +103,8 @@ def test_inventory_from_a_decimal_comma_spreadsheet(tmp_path):
     p.write_text("\ufeffnode_id;board;site_name;lat;lon;sensors;mqtt.prefix\n"
                  "wl-01;esp32-generic;Jl. Siliwangi;-6,885;107,613;water:hcsr04:mount_height_cm=312,5;kota\n",
                  encoding="utf-8")
-    cfg = configtool.from_inventory(str(p), "wl-01", json.loads((EXAMPLES / "site-defaults.json").read_text()), env={})
+    cfg = configtool.from_inventory(str(p), "wl-01", json.loads((EXAMPLES / "site-defaults.json").read_text()),
+                                    env={"CITYNODE_WIFI_PASSWORD": "w", "CITYNODE_MQTT_PASSWORD": "m"})
     assert cfg["site"] == {"name": "Jl. Siliwangi", "lat": -6.885, "lon": 107.613}
     assert cfg["sensors"] == [{"name": "water", "type": "hcsr04", "mount_height_cm": 312.5}]
     assert cfg["mqtt"]["prefix"] == "kota" and cfg["mqtt"]["user"] == "wl-01"
@@ -193,3 +196,123 @@ def test_inventory_example_is_what_the_docs_show():
     text = (ROOT / "docs" / "commands" / "config.md").read_text()
     header, first = (EXAMPLES / "fleet.csv").read_text().splitlines()[:2]
     assert "```csv\n%s\n%s\n```" % (header, first) in text
+
+
+# --- calibrations belong to the node (issue 13) -------------------------------------------------
+
+SIM_ROW = "node_id,board,sensors,mqtt.host,mqtt.port,interval_s\n" \
+          "cal-01,sim,water:hcsr04:mount_height_cm=300; gas:mq135:gas=nh3,127.0.0.1,1,30\n"
+
+
+def calibrated(node, tmp_path):
+    """The node's config as the inventory row made it, then calibrated on the node."""
+    csv = tmp_path / "sim.csv"
+    csv.write_text(SIM_ROW)
+    cfg = configtool.from_inventory(str(csv), "cal-01", env={})
+    cfg["sensors"][0]["offset_cm"] = 9.8
+    cfg["sensors"][1]["r0_kohm"] = 13.37
+    (node.flash / "config.json").write_text(json.dumps(cfg))
+    return str(csv), cfg
+
+
+def test_push_keeps_the_nodes_calibration_and_shows_the_diff(tmp_path, node):
+    csv, cfg = calibrated(node, tmp_path)
+    r = cli(["config", "push", "--inventory", csv, "--node", "cal-01", "--port", node.port, "--no-reset"])
+    assert r.exit_code == 0, r.output
+    on_node = json.loads((node.flash / "config.json").read_text())
+    assert on_node["sensors"][0]["offset_cm"] == 9.8 and on_node["sensors"][1]["r0_kohm"] == 13.37
+    assert "kept the node's calibration water.offset_cm = 9.8" in r.stdout
+    assert "kept the node's calibration gas.r0_kohm = 13.37" in r.stdout
+    assert "no change" in r.stdout
+
+    # A changed row: the diff names what changes, and only that.
+    Path(csv).write_text(SIM_ROW.replace(",30\n", ",45\n"))
+    r = cli(["config", "push", "--inventory", csv, "--node", "cal-01", "--port", node.port, "--no-reset", "--json"])
+    doc = json.loads(r.stdout)
+    assert doc["changes"] == [{"key": "interval_s", "node": 30, "new": 45}], doc
+    assert json.loads((node.flash / "config.json").read_text())["sensors"][0]["offset_cm"] == 9.8
+
+    # --reset-calibration: the inventory's (none) replaces the node's.
+    r = cli(["config", "push", "--inventory", csv, "--node", "cal-01", "--port", node.port, "--no-reset",
+             "--reset-calibration"])
+    assert r.exit_code == 0, r.output
+    assert "- sensors[water].offset_cm: 9.8" in r.stdout and "- sensors[gas].r0_kohm: 13.37" in r.stdout
+    on_node = json.loads((node.flash / "config.json").read_text())
+    assert "offset_cm" not in on_node["sensors"][0] and "r0_kohm" not in on_node["sensors"][1]
+
+
+def test_push_dry_run_changes_nothing_and_masks_secrets(tmp_path, node):
+    cfg = json.loads((EXAMPLES / "contract.json").read_text())
+    cfg["wifi"]["password"] = "old-wifi-secret"
+    (node.flash / "config.json").write_text(json.dumps(cfg))
+    before = (node.flash / "config.json").read_bytes()
+    new = dict(cfg, interval_s=30, wifi=dict(cfg["wifi"], password="new-wifi-secret"))
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(new))
+    r = cli(["config", "push", str(p), "--port", node.port, "--dry-run", "--no-reset"])
+    assert r.exit_code == 0, r.output
+    assert "~ interval_s: 60 -> 30" in r.stdout and "~ wifi.password: \"***\" -> \"*** (changed)\"" in r.stdout
+    assert "secret" not in r.stdout and "dry run: 2 changes" in r.stdout
+    assert (node.flash / "config.json").read_bytes() == before
+    assert sorted(x.name for x in node.flash.iterdir()) == ["config.json"]
+
+
+def test_set_sensor_key_rewrites_one_row_and_keeps_every_other_byte(tmp_path):
+    p = tmp_path / "fleet.csv"
+    text = ("node_id;board;site_name;sensors;notes\r\n"
+            "wl-01;esp32-generic;\"Jl. A; B\";\"water:hcsr04:mount_height_cm=300:offset_cm=1,5; air:bme280\";x\r\n"
+            "wl-02;esp32-generic;  spaced  ;water:a02yyuw:mount_height_cm=420;\"multi\r\nline\"\r\n")
+    p.write_bytes(text.encode())
+    cell = configtool.set_sensor_key(str(p), "wl-01", "water", "offset_cm", 9.8)
+    assert cell == "water:hcsr04:mount_height_cm=300:offset_cm=9.8; air:bme280"
+    want = text.replace("offset_cm=1,5", "offset_cm=9.8")
+    assert p.read_bytes() == want.encode()
+    configtool.set_sensor_key(str(p), "wl-02", "water", "offset_cm", -2.0)
+    assert p.read_bytes() == want.replace("mount_height_cm=420", "mount_height_cm=420:offset_cm=-2.0").encode()
+    assert not (tmp_path / "fleet.csv.tmp").exists()
+    with pytest.raises(configtool.CheckFailed, match="no sensor 'gas'"):
+        configtool.set_sensor_key(str(p), "wl-01", "gas", "r0_kohm", 10.0)
+    with pytest.raises(configtool.CheckFailed, match="no row with node_id 'wl-09'"):
+        configtool.set_sensor_key(str(p), "wl-09", "water", "offset_cm", 1.0)
+
+
+# --- inventories that lost cells (issue 13) -----------------------------------------------------
+
+ENV = {"CITYNODE_WIFI_PASSWORD": "w", "CITYNODE_MQTT_PASSWORD": "m"}
+
+
+@pytest.mark.parametrize("header, row, problem", [
+    (HEADER, 'wl-01,esp32-generic,"Jl. Siliwangi",-6.885,107.613\n',
+     "line 2 (wl-01): the row ends before column sensors (5 of 9 cells)"),
+    ("node_id,board,site_name,lat,lon\n", 'wl-01,esp32-generic,x,-6.885,107.613\n', "missing column sensors"),
+    (HEADER, 'wl-01,esp32-generic,x,-6.885,107.613,,,30,\n',
+     "line 2 (wl-01): sensors: empty (column sensors): a node that measures nothing"),
+    (HEADER, 'wl-01,esp32-generic,x,-6.885,107.613, ; ,,30,\n',
+     "line 2 (wl-01): sensors: empty (column sensors)"),
+    (HEADER, GOOD.replace(",\n", ",,extra\n"), "line 2: 10 cells, the header has 9 columns"),
+])
+def test_inventory_with_lost_cells_is_refused(tmp_path, header, row, problem):
+    csv = write_csv(tmp_path, GOOD.replace("wl-01", "wl-00"), row, header=header) if header == HEADER \
+        else write_csv(tmp_path, row, header=header)
+    msg = one_error(cli(["config", "validate", csv, "--defaults", str(EXAMPLES / "site-defaults.json")], env=ENV))
+    assert problem.replace("line 2", "line 3") in msg or (header != HEADER and problem in msg), msg
+
+
+def test_missing_secrets_are_refused_at_validate_time(tmp_path, node):
+    csv = write_csv(tmp_path, GOOD)
+    d = ["--defaults", str(EXAMPLES / "site-defaults.json")]
+    msg = one_error(cli(["config", "validate", csv] + d, env={"CITYNODE_MQTT_PASSWORD": "m"}))
+    assert msg == "%s line 2 (wl-01): wifi.password: missing secret (set CITYNODE_WIFI_PASSWORD)" % csv
+    msg = one_error(cli(["config", "push", "--inventory", csv, "--node", "wl-01", "--port", node.port] + d,
+                        env={"CITYNODE_WIFI_PASSWORD": "w"}))
+    assert msg.endswith("mqtt.password: missing secret (set CITYNODE_MQTT_PASSWORD)")
+    assert node.wire["to_node"] == 0
+    # The defaults may name the variable a secret comes from.
+    sd = json.loads((EXAMPLES / "site-defaults.json").read_text())
+    sd["mqtt"]["password"] = "${BDG_MQTT_PASS}"
+    dp = tmp_path / "site.json"
+    dp.write_text(json.dumps(sd))
+    msg = one_error(cli(["config", "validate", csv, "--defaults", str(dp)], env=ENV))
+    assert msg.endswith("mqtt.password: missing secret (set BDG_MQTT_PASS)")
+    r = cli(["config", "validate", csv, "--defaults", str(dp)], env=dict(ENV, BDG_MQTT_PASS="x"))
+    assert r.exit_code == 0, r.output

@@ -320,3 +320,34 @@ def test_field_test_closes_its_broker_client_when_the_restart_fails(monkeypatch)
     with pytest.raises(Unreachable):
         fieldtest.run("/dev/null-node", samples=1)
     assert closed == [True]
+
+
+def test_calibrate_then_push_of_the_original_row_keeps_the_calibration(sim, broker, tmp_path):
+    node = sim()
+    inv = tmp_path / "fleet.csv"
+    other = "ft-02,sim,air:bme280,127.0.0.1,1,bdg,60\n"
+    original = ("node_id,board,sensors,mqtt.host,mqtt.port,mqtt.prefix,interval_s\n"
+                "ft-01,sim,water:hcsr04:mount_height_cm=300.0; pm:pms5003:warmup_s=1:frames=1; "
+                "gas:mq135:gas=nh3:preheat_s=0; air:bme280,127.0.0.1,1,bdg,60\n"
+                + other)
+    inv.write_text(original)
+    r = cli("--json", "calibrate", "water", "--port", node.port, "--reference-cm", 62.5, "--samples", 5,
+            "--inventory", inv)
+    assert r.exit_code == 0, r.output
+    off = json.loads(r.stdout)["offset_cm"]["after"]
+    r = cli("calibrate", "gas", "--port", node.port, "--minutes", 0.05)
+    assert r.exit_code == 0, r.output
+    r0 = node.config()["sensors"][2]["r0_kohm"]
+    assert "inventory sensors cell for ft-01" in r.output and "gas:mq135:gas=nh3:preheat_s=0:r0_kohm=%r" % r0 in r.output
+    # --inventory wrote the water result into ft-01's row, and changed nothing else in the file
+    assert inv.read_text() == original.replace("mount_height_cm=300.0;", "mount_height_cm=300.0:offset_cm=%r;" % off)
+
+    inv.write_text(original)   # the crew pushes the row as it was before the calibrations
+    r = cli("config", "push", "--inventory", inv, "--node", "ft-01", "--port", node.port)
+    assert r.exit_code == 0, r.output
+    s = node.config()["sensors"]
+    assert s[0]["offset_cm"] == off and s[2]["r0_kohm"] == r0
+    r = cli("config", "push", "--inventory", inv, "--node", "ft-01", "--port", node.port, "--reset-calibration")
+    assert r.exit_code == 0, r.output
+    s = node.config()["sensors"]
+    assert "offset_cm" not in s[0] and "r0_kohm" not in s[2]

@@ -9,7 +9,8 @@ Both measure through the node's own drivers (firmware/probe.py over the raw REPL
 with the reason and store nothing when the readings are not steady, validate the new config
 with the firmware's validator, write it whole (temporary file, then rename) and read again
 with it, so "after" is a measurement, not arithmetic. The node is soft-reset at the end so its
-firmware runs with the new config.
+firmware runs with the new config. The result carries the node's new inventory sensors cell
+("cell"); given `inventory`, the result is also written into that node's row of the CSV.
 """
 import copy
 import json
@@ -64,6 +65,16 @@ def _store(dev, raw, name, key, value):
     except CheckFailed as e:
         raise CheckFailed("%s = %s would not be a valid config (%s): nothing stored" % (key, value, e))
     configtool.push(dev, new)
+    return new
+
+
+def _inventory(r, raw_new, inventory, key):
+    """The sensors cell to paste into the inventory; with `inventory`, written into the node's row."""
+    r["cell"] = configtool.sensors_cell(raw_new["sensors"])
+    if inventory:
+        r["inventory"] = {"file": inventory,
+                          "cell": configtool.set_sensor_key(inventory, r["node_id"], r["sensor"], key,
+                                                            r[key]["after"])}
 
 
 def _failed_reads(name, got, samples):
@@ -80,7 +91,7 @@ def offset_for(reference_cm, mount_height_cm, distance_cm):
     return round(reference_cm - (mount_height_cm - distance_cm), 1)
 
 
-def water(port, reference_cm, samples=7, sensor=None, max_spread_cm=2.0):
+def water(port, reference_cm, samples=7, sensor=None, max_spread_cm=2.0, inventory=None):
     sess = _session(port)
     with sess as dev:
         raw, cfg = _config(dev)
@@ -99,7 +110,7 @@ def water(port, reference_cm, samples=7, sensor=None, max_spread_cm=2.0):
         before = statistics.median(got["values"]["water_level_cm"])
         old = conf.get("offset_cm", 0.0)
         new = offset_for(reference_cm, conf["mount_height_cm"], d)
-        _store(dev, raw, name, "offset_cm", new)
+        raw_new = _store(dev, raw, name, "offset_cm", new)
         after = fieldtest.probe(dev, samples, [name], wifi=False)["sensors"][name]
         lv = after.get("values", {}).get("water_level_cm") or []
         r = {"port": port, "node_id": cfg["node_id"], "sensor": name, "type": conf["type"],
@@ -107,11 +118,12 @@ def water(port, reference_cm, samples=7, sensor=None, max_spread_cm=2.0):
              "outliers": off,
              "offset_cm": {"before": old, "after": new},
              "level_cm": {"before": before, "after": statistics.median(lv) if lv else None}}
+        _inventory(r, raw_new, inventory, "offset_cm")
     r["running"] = sess.running
     return r
 
 
-def gas(port, minutes=2.0, sensor=None, max_drift_pct=MAX_DRIFT_PCT):
+def gas(port, minutes=2.0, sensor=None, max_drift_pct=MAX_DRIFT_PCT, inventory=None):
     window = minutes * 60
     period = min(5.0, max(0.2, window / 10))
     n = max(5, int(window / period) + 1)
@@ -149,7 +161,7 @@ def gas(port, minutes=2.0, sensor=None, max_drift_pct=MAX_DRIFT_PCT):
         q = conf["gas"] + "_ppm"
         before = statistics.median(got["values"][q])
         old = conf["r0_kohm"]
-        _store(dev, raw, name, "r0_kohm", r0)
+        raw_new = _store(dev, raw, name, "r0_kohm", r0)
         after = fieldtest.probe(dev, 3, [name], wifi=False, rs=True)["sensors"][name]
         r = {"port": port, "node_id": cfg["node_id"], "sensor": name, "type": conf["type"], "gas": conf["gas"],
              "minutes": minutes, "reads": len(rs), "rs_kohm": round(med, 3), "drift_pct": round(drift, 2),
@@ -157,6 +169,7 @@ def gas(port, minutes=2.0, sensor=None, max_drift_pct=MAX_DRIFT_PCT):
              "r0_kohm": {"before": old, "after": r0},
              "ppm": {"quantity": q, "before": round(before, 3),
                      "after": round(statistics.median(after["values"][q]), 3) if after["values"].get(q) else None}}
+        _inventory(r, raw_new, inventory, "r0_kohm")
     r["running"] = sess.running
     return r
 

@@ -15,7 +15,14 @@ Inventory columns (one row per node; see docs/commands/config.md):
   notes     ignored, as is any column whose name starts with "#"
   any other column is a config key, dotted for nested ones: interval_s, mqtt.prefix, wifi.ssid
 Secrets come from the defaults file or CITYNODE_WIFI_PASSWORD / CITYNODE_MQTT_PASSWORD, never
-from the CSV. In the defaults, "{node_id}" in a string is replaced by the row's node_id.
+from the CSV; a secret written "${NAME}" in the defaults comes from the environment variable NAME.
+A secret the config needs (wifi.password beside a wifi.ssid, mqtt.password beside an mqtt.user)
+and nobody gave is an error when the inventory is validated, before any port is opened.
+In the defaults, "{node_id}" in a string is replaced by the row's node_id.
+
+Calibration results (CALIBRATION: offset_cm, r0_kohm) belong to the node: `keep_calibration`
+carries them from the node's config into a new one, and `set_sensor_key` writes one into the
+node's row of the inventory (the file rewritten atomically, every other byte kept).
 """
 import copy
 import csv
@@ -27,7 +34,8 @@ from . import fw
 from .errors import CheckFailed, CitynodeError
 
 SECRET_ENV = (("wifi", "password", "CITYNODE_WIFI_PASSWORD"), ("mqtt", "password", "CITYNODE_MQTT_PASSWORD"))
-REQUIRED_COLUMNS = ("node_id", "board")
+REQUIRED_COLUMNS = ("node_id", "board", "sensors")
+CALIBRATION = ("offset_cm", "r0_kohm")   # what `citynode calibrate` measures on the node
 SPECIAL = ("node_id", "board", "site_name", "lat", "lon", "sensors", "alarms", "notes")
 PATH = "config.json"
 
@@ -53,11 +61,46 @@ def check(cfg, where=""):
 
 
 def apply_secrets(cfg, env=None):
+    """Secrets from the environment: CITYNODE_WIFI_PASSWORD / CITYNODE_MQTT_PASSWORD, or the
+    variable a "${NAME}" value names."""
     env = os.environ if env is None else env
     for sec, key, var in SECRET_ENV:
-        if env.get(var) and isinstance(cfg.get(sec), dict):
-            cfg[sec][key] = env[var]
+        d = cfg.get(sec)
+        if not isinstance(d, dict):
+            continue
+        m = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", d.get(key) or "") if isinstance(d.get(key), str) else None
+        if m:
+            if env.get(m.group(1)):
+                d[key] = env[m.group(1)]
+        elif env.get(var):
+            d[key] = env[var]
     return cfg
+
+
+def missing_secrets(cfg, skip=()):
+    """[(dotted key, environment variable)] of the secrets this config needs and has not got:
+    wifi.password beside wifi.ssid, mqtt.password beside mqtt.user (not the sections in `skip`:
+    "mqtt" when the fleet's secrets give the node its own login)."""
+    out = []
+    for sec, key, var in SECRET_ENV:
+        if sec in skip:
+            continue
+        d = cfg.get(sec)
+        if not isinstance(d, dict) or not d.get("ssid" if sec == "wifi" else "user"):
+            continue
+        v = d.get(key)
+        m = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", v) if isinstance(v, str) else None
+        if m:
+            out.append(("%s.%s" % (sec, key), m.group(1)))
+        elif v in (None, ""):
+            out.append(("%s.%s" % (sec, key), var))
+    return out
+
+
+def check_secrets(cfg, where="", skip=()):
+    miss = missing_secrets(cfg, skip)
+    if miss:
+        raise CheckFailed(where + "; ".join("%s: missing secret (set %s)" % m for m in miss))
 
 
 # --- the inventory ---------------------------------------------------------------------------
@@ -144,9 +187,18 @@ def read_inventory(path):
         raise CheckFailed("%s: missing column %s (have: %s)" % (path, ", ".join(missing), ", ".join(cols) or "none"))
     rows = []
     for row in reader:
-        clean = {(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
-        if any(clean.values()):
-            rows.append((reader.line_num, clean))
+        if not any(isinstance(v, str) and v.strip() for k, v in row.items() if k is not None):
+            continue
+        if None in row:    # more cells than the header has columns
+            raise CheckFailed("%s line %d: %d cells, the header has %d columns (a stray %r?)"
+                              % (path, reader.line_num, len(cols) + len(row[None]), len(cols), delim))
+        short = [(k or "").strip() for k, v in row.items() if v is None]
+        if short:          # a row cut short: its last cells are missing, not empty
+            raise CheckFailed("%s line %d%s: the row ends before column %s (%d of %d cells)"
+                              % (path, reader.line_num, " (%s)" % row.get("node_id") if row.get("node_id") else "",
+                                 short[0], len(cols) - len(short), len(cols)))
+        clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        rows.append((reader.line_num, clean))
     return rows
 
 
@@ -168,8 +220,7 @@ def row_config(row, defaults=None):
             site[k] = v
     if site:
         cfg["site"] = site
-    if row.get("sensors"):
-        cfg["sensors"] = parse_sensors(row["sensors"])
+    cfg["sensors"] = parse_sensors(row.get("sensors"))
     if row.get("alarms"):
         cfg["alarms"] = parse_alarms(row["alarms"])
     for col, v in row.items():
@@ -184,30 +235,41 @@ def row_config(row, defaults=None):
     return cfg
 
 
-def inventory_configs(path, defaults=None, env=None):
+def _row(path, line, row, defaults, env):
+    """(config, where) of one inventory row, validated; secrets are checked by the caller."""
+    nid = row.get("node_id", "")
+    where = "%s line %d%s: " % (path, line, " (%s)" % nid if nid else "")
+    if not nid:
+        raise CheckFailed(where + "node_id: required")
+    try:
+        cfg = apply_secrets(row_config(row, defaults), env)
+    except ValueError as e:
+        raise CheckFailed(where + str(e))
+    check(cfg, where)
+    if not cfg["sensors"]:
+        raise CheckFailed(where + "sensors: empty (column sensors): a node that measures nothing")
+    return cfg, where
+
+
+def inventory_configs(path, defaults=None, env=None, skip_secrets=()):
     """Every row's config, validated: [(node_id, raw config)]. CheckFailed names the row."""
     rows = read_inventory(path)
     seen, out = {}, []
     for line, row in rows:
         nid = row.get("node_id", "")
-        where = "%s line %d%s: " % (path, line, " (%s)" % nid if nid else "")
-        if not nid:
-            raise CheckFailed(where + "node_id: required")
         if nid in seen:
-            raise CheckFailed(where + "node_id: %r is also on line %d" % (nid, seen[nid]))
+            raise CheckFailed("%s line %d (%s): node_id: %r is also on line %d" % (path, line, nid, nid, seen[nid]))
+        cfg, where = _row(path, line, row, defaults, env)
         seen[nid] = line
-        try:
-            cfg = apply_secrets(row_config(row, defaults), env)
-        except ValueError as e:
-            raise CheckFailed(where + str(e))
-        check(cfg, where)
-        out.append((nid, cfg))
+        out.append((nid, cfg, where))
     if not out:
         raise CheckFailed("%s: no nodes in the inventory" % path)
-    return out
+    for nid, cfg, where in out:
+        check_secrets(cfg, where, skip_secrets)
+    return [(nid, cfg) for nid, cfg, _ in out]
 
 
-def from_inventory(path, node_id, defaults=None, env=None):
+def from_inventory(path, node_id, defaults=None, env=None, skip_secrets=()):
     """The validated raw config of one node of the inventory."""
     rows = read_inventory(path)
     hits = [(line, r) for line, r in rows if r.get("node_id") == node_id]
@@ -217,14 +279,155 @@ def from_inventory(path, node_id, defaults=None, env=None):
             path, node_id, len(known), ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")))
     if len(hits) > 1:
         raise CheckFailed("%s: node_id %r is on lines %s" % (path, node_id, ", ".join(str(h[0]) for h in hits)))
-    line, row = hits[0]
-    where = "%s line %d (%s): " % (path, line, node_id)
-    try:
-        cfg = apply_secrets(row_config(row, defaults), env)
-    except ValueError as e:
-        raise CheckFailed(where + str(e))
-    check(cfg, where)
+    cfg, where = _row(path, hits[0][0], hits[0][1], defaults, env)
+    check_secrets(cfg, where, skip_secrets)
     return cfg
+
+
+# --- calibration: the node's, until someone replaces it -----------------------------------------
+
+def keep_calibration(new, old):
+    """A copy of `new` with the calibration fields of `old` (the node's config) on the sensors of
+    the same name and type; [(sensor name, key, value kept)] of what was carried over."""
+    new = copy.deepcopy(new)
+    kept = []
+    olds = {s.get("name"): s for s in (old or {}).get("sensors") or [] if isinstance(s, dict)}
+    for s in new.get("sensors") or []:
+        o = olds.get(s.get("name"))
+        if not isinstance(o, dict) or o.get("type") != s.get("type"):
+            continue
+        for k in CALIBRATION:
+            if o.get(k) is not None and s.get(k) != o[k]:
+                s[k] = o[k]
+                kept.append((s["name"], k, o[k]))
+    return new, kept
+
+
+def _flat(v, path, out):
+    if isinstance(v, dict):
+        for k in v:
+            _flat(v[k], "%s.%s" % (path, k) if path else k, out)
+    elif isinstance(v, list) and all(isinstance(x, dict) for x in v) and v:
+        for i, x in enumerate(v):
+            _flat(x, "%s[%s]" % (path, x.get("name", i) if isinstance(x, dict) else i), out)
+    else:
+        out[path] = v
+    return out
+
+
+def diff(old, new):
+    """What changes from `old` to `new`, secrets masked: [(key, old value or None, new value or
+    None)], sensors named by their name (sensors[water].offset_cm)."""
+    a = _flat(masked(old) if isinstance(old, dict) else {}, "", {})
+    b = _flat(masked(new), "", {})
+    out = []
+    for k in list(a) + [k for k in b if k not in a]:
+        if a.get(k, KeyError) != b.get(k, KeyError):
+            out.append((k, a.get(k), b.get(k)))
+    for sec, key, _ in SECRET_ENV:   # a changed secret is a change, masked both sides
+        x = (old or {}).get(sec, {}).get(key) if isinstance((old or {}).get(sec), dict) else None
+        y = new.get(sec, {}).get(key) if isinstance(new.get(sec), dict) else None
+        if x and y and x != y:
+            out.append(("%s.%s" % (sec, key), "***", "*** (changed)"))
+    return out
+
+
+def diff_lines(changes):
+    if not changes:
+        return ["no change"]
+    out = []
+    for k, a, b in changes:
+        if a is None:
+            out.append("+ %s: %s" % (k, json.dumps(b, ensure_ascii=False)))
+        elif b is None:
+            out.append("- %s: %s" % (k, json.dumps(a, ensure_ascii=False)))
+        else:
+            out.append("~ %s: %s -> %s" % (k, json.dumps(a, ensure_ascii=False), json.dumps(b, ensure_ascii=False)))
+    return out
+
+
+def _fmt(v):
+    return ("%r" % v if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v))
+
+
+def sensors_cell(sensors):
+    """The inventory's sensors cell for a config's sensors list (the inverse of parse_sensors)."""
+    return "; ".join(":".join([s["name"], s["type"]] + ["%s=%s" % (k, _fmt(v)) for k, v in s.items()
+                                                        if k not in ("name", "type")]) for s in sensors)
+
+
+def set_in_cell(cell, name, key, value):
+    """The sensors cell with `key=value` set on sensor `name` (replaced or appended); the other
+    specs, and their separators, as they were."""
+    parts = re.split(r"(\s*[;\n]\s*)", cell)
+    for i in range(0, len(parts), 2):
+        bits = parts[i].split(":")
+        if bits[0].strip() != name:
+            continue
+        kv = "%s=%s" % (key, _fmt(value))
+        for j in range(2, len(bits)):
+            if bits[j].split("=", 1)[0].strip() == key:
+                bits[j] = kv
+                break
+        else:
+            bits.append(kv)
+        parts[i] = ":".join(bits)
+        return "".join(parts)
+    raise ValueError("no sensor %r in the cell %r" % (name, cell))
+
+
+def set_sensor_key(path, node_id, name, key, value):
+    """Write `key=value` into sensor `name` of `node_id`'s row of the inventory at `path`: that
+    row rewritten, every other byte of the file as it was, the file replaced atomically.
+    Returns the row's new sensors cell."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+        with open(path, "rb") as f:
+            bom = f.read(3) == b"\xef\xbb\xbf"
+    except OSError as e:
+        raise CheckFailed("%s: %s" % (path, e.strerror or e))
+    delim = max((",", ";", "\t"), key=text.split("\n", 1)[0].count)
+    lines = text.splitlines(True)
+    eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    reader = csv.reader(lines, delimiter=delim)
+    header = [c.strip() for c in next(reader, [])]
+    if "node_id" not in header or "sensors" not in header:
+        raise CheckFailed("%s: no node_id or sensors column" % path)
+    start = reader.line_num
+    hit = None
+    for rec in reader:
+        end = reader.line_num
+        if rec and header.index("node_id") < len(rec) and rec[header.index("node_id")].strip() == node_id:
+            if hit:
+                raise CheckFailed("%s: node_id %r is on lines %d and %d" % (path, node_id, hit[0] + 1, start + 1))
+            hit = (start, end, rec)
+        start = end
+    if not hit:
+        raise CheckFailed("%s: no row with node_id %r" % (path, node_id))
+    first, last, rec = hit
+    col = header.index("sensors")
+    if col >= len(rec):
+        raise CheckFailed("%s line %d (%s): the row ends before column sensors" % (path, first + 1, node_id))
+    try:
+        rec[col] = set_in_cell(rec[col], name, key, value)
+    except ValueError as e:
+        raise CheckFailed("%s line %d (%s): %s" % (path, first + 1, node_id, e))
+    import io
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delim, lineterminator=eol).writerow(rec)
+    row_text = buf.getvalue()
+    if not lines[last - 1].endswith(("\n", "\r")):
+        row_text = row_text[:-len(eol)]
+    out = "".join(lines[:first]) + row_text + "".join(lines[last:])
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+            f.write(out)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CheckFailed("%s: %s" % (path, e.strerror or e))
+    return rec[col]
 
 
 # --- the node's copy ---------------------------------------------------------------------------
@@ -304,6 +507,16 @@ def pull(dev):
     if out == b"\x00":
         return None
     return out.decode("utf-8", "replace")
+
+
+def node_config(dev):
+    """The node's config.json as a dict, or None (none there, or not a JSON object)."""
+    text = pull(dev)
+    try:
+        cfg = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return cfg if isinstance(cfg, dict) else None
 
 
 def masked(cfg):

@@ -24,7 +24,8 @@ def plan(inventory, ports, nodes=None, defaults=None, secrets=None):
     """[(port, node_id, raw config, files)], every config validated first (with its own
     credentials and CA from `secrets`, then `files` holds what goes on its flash beside
     config.json). CitynodeError exit 2 when the ports and the nodes do not pair up."""
-    configs = configtool.inventory_configs(inventory, configtool.load_json(defaults, "defaults") if defaults else None)
+    configs = configtool.inventory_configs(inventory, configtool.load_json(defaults, "defaults") if defaults else None,
+                                           skip_secrets=("mqtt",) if secrets else ())
     by_id = dict(configs)
     if nodes:
         unknown = [n for n in nodes if n not in by_id]
@@ -86,7 +87,9 @@ def _one(port, node_id, cfg, files, opts, log):
                            opts["tls"] or m.get("tls", False))
         nob = fieldtest.NodeOnBroker(b, m.get("prefix", "city"), node_id)
         try:
-            configtool.push(dev, cfg, files)
+            new = cfg if opts["reset_calibration"] else \
+                configtool.keep_calibration(cfg, configtool.node_config(dev))[0]
+            configtool.push(dev, new, files)
             t = time.monotonic()
             line = fieldtest.restart(dev)  # main.py runs with the new firmware and config
             if line is None or line.startswith("safe mode"):
@@ -129,11 +132,12 @@ def _one(port, node_id, cfg, files, opts, log):
 
 def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_flash=False, erase=False,
               samples=3, broker=None, user=None, password=None, tls=False, report_dir=None, online_s=30.0,
-              timeout=10.0, src=None, log=None, secrets=None):
+              timeout=10.0, src=None, log=None, secrets=None, reset_calibration=False):
     """Provision every port at once; one row per node (in port order). `src`: a tree holding
     firmware/ and boards/ to deploy (default: this checkout). `secrets`: the fleet's (citynode
     broker): each node gets its own login and the CA, and the field test logs in as the operator
-    and verifies the broker with the fleet's CA, unless `user` and `tls` are given."""
+    and verifies the broker with the fleet's CA, unless `user` and `tls` are given. A node's
+    calibrations (offset_cm, r0_kohm) are kept unless `reset_calibration`."""
     work = plan(inventory, ports, nodes, defaults, secrets)
     if secrets:
         from . import broker as brokerlib
@@ -158,7 +162,7 @@ def provision(inventory, ports, firmware=None, nodes=None, defaults=None, skip_f
     deploy.build(root=src)  # compile once into the cache, not once per worker
     opts = {"firmware": firmware, "skip_flash": skip_flash, "erase": erase, "samples": samples, "broker": broker,
             "user": user, "password": password, "tls": tls, "report_dir": report_dir, "online_s": online_s,
-            "timeout": timeout, "src": src}
+            "timeout": timeout, "src": src, "reset_calibration": reset_calibration}
     lock = threading.Lock()
 
     def say(node_id, port, msg):

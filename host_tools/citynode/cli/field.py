@@ -42,34 +42,48 @@ def calibrate_grp():
     """Calibrate a sensor on the node and store the result in its config.json."""
 
 
+INVENTORY = click.option("--inventory", type=click.Path(dir_okay=False, exists=True),
+                         help="Also write the result into this node's row of the inventory CSV.")
+
+
 @calibrate_grp.command("water")
 @click.option("--reference-cm", required=True, type=float, help="The water level now, read off a staff gauge (cm).")
 @click.option("--samples", default=7, show_default=True, type=click.IntRange(3, 50), help="Readings to take.")
 @click.option("--sensor", help="The water sensor's name (when the node has several).")
 @click.option("--max-spread", default=2.0, show_default=True, type=click.FloatRange(0.1, 50),
               help="Refuse when the distances spread more than this (cm).")
+@INVENTORY
 @common
 @click.pass_context
-def calibrate_water(ctx, reference_cm, samples, sensor, max_spread):
-    """Set the water sensor's offset_cm so that it reads the reference level now."""
+def calibrate_water(ctx, reference_cm, samples, sensor, max_spread, inventory):
+    """Set the water sensor's offset_cm so that it reads the reference level now.
+
+    \b
+    Example:
+      citynode calibrate water --reference-cm 62.5 --inventory fleet.csv"""
     from .. import calibrate
 
-    r = calibrate.water(node_port(ctx.obj), reference_cm, samples, sensor, max_spread)
-    print_json(r) if ctx.obj.json else click.echo(views.calibration_water(r))
+    r = calibrate.water(node_port(ctx.obj), reference_cm, samples, sensor, max_spread, inventory=inventory)
+    print_json(r) if ctx.obj.json else click.echo(views.calibration_water(r) + "\n" + views.calibration_cell(r))
 
 
 @calibrate_grp.command("gas")
 @click.option("--minutes", default=2.0, show_default=True, type=click.FloatRange(0.05, 120),
               help="How long to watch Rs in clean air.")
 @click.option("--sensor", help="The gas sensor's name (when the node has several).")
+@INVENTORY
 @common
 @click.pass_context
-def calibrate_gas(ctx, minutes, sensor):
-    """Measure an MQ sensor's R0 in clean air and store r0_kohm."""
+def calibrate_gas(ctx, minutes, sensor, inventory):
+    """Measure an MQ sensor's R0 in clean air and store r0_kohm.
+
+    \b
+    Example:
+      citynode calibrate gas --minutes 10 --inventory fleet.csv"""
     from .. import calibrate
 
-    r = calibrate.gas(node_port(ctx.obj), minutes, sensor)
-    print_json(r) if ctx.obj.json else click.echo(views.calibration_gas(r))
+    r = calibrate.gas(node_port(ctx.obj), minutes, sensor, inventory=inventory)
+    print_json(r) if ctx.obj.json else click.echo(views.calibration_gas(r) + "\n" + views.calibration_cell(r))
 
 
 def _csv(ctx, param, value):
@@ -98,17 +112,20 @@ def _csv(ctx, param, value):
               help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
 @click.option("--secrets", "secrets_dir", type=click.Path(file_okay=False, exists=True),
               help="The fleet's secrets (citynode broker): each node's own login and the CA go on it.")
+@click.option("--reset-calibration", is_flag=True,
+              help="Replace the nodes' calibrations (offset_cm, r0_kohm) with the inventory's.")
 @broker_options
 @common
 @click.pass_context
 def provision_cmd(ctx, inventory, ports, firmware, skip_flash, erase, nodes, defaults, samples, broker, report_dir,
-                  online_timeout, src, secrets_dir, user, password, tls):
+                  online_timeout, src, secrets_dir, reset_calibration, user, password, tls):
     """Flash, deploy, config and field-test several nodes at once, one worker per port."""
     from .. import provision
 
     rows = provision.provision(inventory, ports, firmware, nodes, defaults, skip_flash, erase, samples, broker,
                                user, password, tls, report_dir, online_timeout, src=src, secrets=secrets_dir,
-                               log=None if ctx.obj.json else lambda m: click.echo(m, err=True))
+                               log=None if ctx.obj.json else lambda m: click.echo(m, err=True),
+                               reset_calibration=reset_calibration)
     doc = {"result": "PASS" if all(r["result"] == "PASS" for r in rows) else "FAIL", "nodes": rows}
     if ctx.obj.json:
         print_json(doc)

@@ -138,6 +138,7 @@ def config_validate(obj, file, defaults):
         return
     cfg = configtool.load_json(file)
     configtool.check(configtool.apply_secrets(cfg))
+    configtool.check_secrets(cfg)
     _emit(obj, {"ok": True, "file": file, "node_id": cfg.get("node_id")},
           "%s: OK (%s, board %s, %d sensors)" % (file, cfg.get("node_id"), cfg.get("board"),
                                                  len(cfg.get("sensors") or [])))
@@ -150,17 +151,26 @@ def config_validate(obj, file, defaults):
 @click.option("--defaults", type=click.Path(dir_okay=False), help="Site defaults (JSON) under the row.")
 @click.option("--secrets", "secrets_dir", type=click.Path(file_okay=False, exists=True),
               help="The fleet's secrets (citynode broker): the node's own MQTT login and the CA go on it.")
+@click.option("--reset-calibration", is_flag=True,
+              help="Replace the node's calibrations (offset_cm, r0_kohm) with the new config's.")
+@click.option("--dry-run", is_flag=True, help="Show what would change on the node; change nothing.")
 @click.option("--no-reset", is_flag=True, help="Do not soft-reset the node afterwards.")
 @TIMEOUT
 @common
 @click.pass_obj
-def config_push(obj, file, inventory, node_id, defaults, secrets_dir, no_reset, timeout):
+def config_push(obj, file, inventory, node_id, defaults, secrets_dir, reset_calibration, dry_run, no_reset, timeout):
     """Validate a config, then write it on the node atomically.
 
     Either FILE (a config.json) or --inventory fleet.csv --node ID [--defaults site.json].
     Passwords may come from CITYNODE_WIFI_PASSWORD and CITYNODE_MQTT_PASSWORD; with --secrets the
     node gets its own MQTT user and password and verifies the broker with the fleet's CA. A push
-    that fails leaves the node running its previous config."""
+    that fails leaves the node running its previous config. The node's calibrations (offset_cm,
+    r0_kohm) are kept unless --reset-calibration; what changes is shown first (secrets masked).
+
+    \b
+    Examples:
+      citynode config push --inventory fleet.csv --node wl-01 --defaults site.json --dry-run
+      citynode config push node.json --reset-calibration"""
     from .. import configtool
     if bool(file) == bool(inventory):
         raise click.UsageError("give either FILE or --inventory CSV --node ID")
@@ -170,20 +180,43 @@ def config_push(obj, file, inventory, node_id, defaults, secrets_dir, no_reset, 
         raise click.UsageError("--node and --defaults go with --inventory")
     if inventory:
         d = configtool.load_json(defaults, "defaults") if defaults else None
-        cfg = configtool.from_inventory(inventory, node_id, d)
+        cfg = configtool.from_inventory(inventory, node_id, d, skip_secrets=("mqtt",) if secrets_dir else ())
     else:
         cfg = configtool.apply_secrets(configtool.load_json(file))
         configtool.check(cfg, "%s: " % file)
+        configtool.check_secrets(cfg, "%s: " % file, ("mqtt",) if secrets_dir else ())
     files = None
     if secrets_dir:
         cfg, files = configtool.with_secrets(cfg, secrets_dir)
     # validated: only now is the node touched
     with _device(obj, timeout) as dev:
-        text = configtool.push_and_restart(dev, cfg, files, reset=not no_reset)
-    _emit(obj, {"ok": True, "port": dev.port, "node_id": cfg["node_id"], "bytes": len(text.encode()),
-                "files": sorted(files or {}), "reset": not no_reset},
-          "wrote config.json for %s on %s (%d B)%s" % (cfg["node_id"], dev.port, len(text.encode()),
-                                                       "; node soft-reset" if not no_reset else ""))
+        old = configtool.node_config(dev)
+        kept = []
+        if not reset_calibration:
+            cfg, kept = configtool.keep_calibration(cfg, old)
+        changes = configtool.diff(old, cfg)
+        if dry_run:
+            text = None
+            dev.leave() if no_reset else dev.soft_reset()
+        else:
+            text = configtool.push_and_restart(dev, cfg, files, reset=not no_reset)
+    doc = {"ok": True, "port": dev.port, "node_id": cfg["node_id"], "dry_run": dry_run,
+           "bytes": len(text.encode()) if text else None, "files": sorted(files or {}), "reset": not no_reset,
+           "kept_calibration": [{"sensor": n, "key": k, "value": v} for n, k, v in kept],
+           "changes": [{"key": k, "node": a, "new": b} for k, a, b in changes]}
+    if obj.json:
+        click.echo(json.dumps(doc))
+        return
+    for line in configtool.diff_lines(changes):
+        click.echo("  " + line)
+    for n, k, v in kept:
+        click.echo("kept the node's calibration %s.%s = %s (--reset-calibration replaces it)" % (n, k, v))
+    if dry_run:
+        click.echo("dry run: %d changes for %s on %s; nothing written%s" % (
+            len(changes), cfg["node_id"], dev.port, "; node soft-reset" if not no_reset else ""))
+        return
+    click.echo("wrote config.json for %s on %s (%d B)%s" % (cfg["node_id"], dev.port, len(text.encode()),
+                                                         "; node soft-reset" if not no_reset else ""))
 
 
 RESUME = click.option("--no-reset", is_flag=True,

@@ -31,6 +31,12 @@ def calibration_gas(r):
                                    r["minutes"], r["drift_pct"], _running(r)))
 
 
+def calibration_cell(r):
+    if r.get("inventory"):
+        return "%s: %s's sensors cell is now: %s" % (r["inventory"]["file"], r["node_id"], r["inventory"]["cell"])
+    return "inventory sensors cell for %s (paste it, or use --inventory FILE): %s" % (r["node_id"], r["cell"])
+
+
 def field_test(rep):
     """A rich Table: one row per check, PASS/FAIL and the reason."""
     from rich.table import Table
