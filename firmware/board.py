@@ -1,5 +1,5 @@
 """The board layer: pins and buses by number, made from a board profile (boards/<name>.json),
-and the system around them: reset cause, watchdog, Wi-Fi, clock.
+and the system around them: reset cause, uptime since power-up, watchdog, Wi-Fi, clock.
 
 On an ESP32 it makes machine.Pin/UART/I2C/ADC; on the unix port (the virtual node) it hands out
 the simulated peripherals of simhw.py, which the virtual node loads from the host (they are never on
@@ -103,6 +103,14 @@ class Esp32:
     def reset(self):
         self.m.reset()
 
+    def uptime_ms(self):
+        # ms since the chip started: the ESP32's ticks come from esp_timer, which a soft reset
+        # (Ctrl-D, every citynode command) does not restart; a hard reset, a watchdog or a
+        # deep-sleep wake does. They wrap after 2**30 ms (12.4 days): a driver started in the
+        # first preheat_s after a wrap waits its warm-up once more.
+        import time
+        return time.ticks_ms()
+
     def deepsleep(self, ms):
         self.m.deepsleep(ms)
 
@@ -142,6 +150,14 @@ class SimSystem:
 
     def reset(self):
         sys.exit(77)
+
+    def uptime_ms(self):
+        # The supervisor sets CITYNODE_POWERON_MS when it starts the chip (power-on, reset,
+        # watchdog, deep-sleep wake) and keeps it across soft reboots, as an ESP32's timer.
+        import os
+        import time
+        t = os.getenv("CITYNODE_POWERON_MS")
+        return time.time_ns() // 1000000 - int(t) if t else None
 
     def deepsleep(self, ms):
         with __import__("builtins").open(".deepsleep_ms", "w") as f:

@@ -8,7 +8,6 @@ one line, "PROBE {json}", and changes nothing on the node.
 """
 import asyncio
 import json
-import time
 
 import board
 import drivers
@@ -23,21 +22,12 @@ def _count(d, k):
     d[k] = d.get(k, 0) + 1
 
 
-async def _read(s, c, values, up_ms):
-    if hasattr(s, "measure_rs"):
-        # MQ: its heater is powered with the board, so warm-up runs from power-up, not from this
-        # driver object; read it through the driver's public parts (Rs, then the curve).
-        import drivers.mq as mq
-        left = c["preheat_s"] * 1000 - up_ms if up_ms is not None else 0
-        if left > 0:
-            raise drivers.SensorError("warming_up")
-        rs = await s.measure_rs()
-        values[c["gas"] + "_ppm"] = round(mq.ppm(rs / c["r0_kohm"], *mq.CURVES[c["type"]][c["gas"]]), 2)
-        return None
+async def _read(s, values):
+    # An MQ driver counts its warm-up from power-up (hw.uptime_ms), as the node's own does.
     return await asyncio.wait_for_ms(s.read(values), 15000)
 
 
-async def _one(s, c, r, values, rs, up_ms):
+async def _one(s, c, r, values, rs):
     if s is None:
         return
     mine = {}
@@ -51,7 +41,7 @@ async def _one(s, c, r, values, rs, up_ms):
             return
         if c["type"] == "hcsr04" and "air_temp_c" in values:
             mine["air_temp_c"] = values["air_temp_c"]
-        k = await _read(s, c, mine, up_ms)
+        k = await _read(s, mine)
         if k is not None:
             r["kept"].append(k)
         for q in mine:
@@ -62,7 +52,7 @@ async def _one(s, c, r, values, rs, up_ms):
         _count(r["errors"], _code(e))
 
 
-async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False, up_ms=None):
+async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False):
     confs = [c for c in cfg["sensors"] if not names or c["name"] in names]
     out, made = {}, {}
     warm = 0
@@ -90,8 +80,8 @@ async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False, up_ms=None):
         # Air first, as the node does: the HC-SR04 corrects the speed of sound with its
         # temperature. The rest in parallel (separate buses): a PM reading takes seconds.
         for c in air:
-            await _one(made.get(c["name"]), c, out[c["name"]], values, rs, up_ms)
-        await asyncio.gather(*[_one(made.get(c["name"]), c, out[c["name"]], values, rs, up_ms) for c in rest])
+            await _one(made.get(c["name"]), c, out[c["name"]], values, rs)
+        await asyncio.gather(*[_one(made.get(c["name"]), c, out[c["name"]], values, rs) for c in rest])
     # PM sensors are left awake: the node's next driver assumes a sensor powered with the board.
     return out
 
@@ -99,11 +89,9 @@ async def sensors(cfg, hw, n, names=None, gap_ms=200, rs=False, up_ms=None):
 def run(n=5, names=None, wifi_check=True, gap_ms=200, rs=False):
     _, cfg, profile = board.load()
     hw = board.open(profile)
-    # ESP32: ms since power-up, what an MQ heater's warm-up counts from. The unix port's ticks
-    # count from the host's boot, so the virtual node's sensors are taken as warm.
-    up = None if board.SIM else time.ticks_ms()
-    res = {"node_id": cfg["node_id"], "sim": board.SIM, "up_ms": up,
-           "sensors": asyncio.run(sensors(cfg, hw, n, names, gap_ms, rs, up))}
+    # ms since power-up, what an MQ heater's warm-up counts from (the board's, for both boards)
+    res = {"node_id": cfg["node_id"], "sim": board.SIM, "up_ms": hw.uptime_ms(),
+           "sensors": asyncio.run(sensors(cfg, hw, n, names, gap_ms, rs))}
     if rs:
         import drivers.mq as mq
         res["clean_air"] = mq.CLEAN_AIR

@@ -351,3 +351,24 @@ def test_calibrate_then_push_of_the_original_row_keeps_the_calibration(sim, brok
     assert r.exit_code == 0, r.output
     s = node.config()["sensors"]
     assert "offset_cm" not in s[0] and "r0_kohm" not in s[2]
+
+
+def test_gas_warm_up_survives_a_soft_reset(sim, broker):
+    # Every citynode command soft-resets the node; the MQ heater stayed on, so the gas sensor must
+    # not say warming_up again for preheat_s after each visit.
+    from helpers import Sub, wait_for
+    cfg = dict(node_config(sensors=[{"name": "gas", "type": "mq135", "gas": "nh3", "preheat_s": 3}]), interval_s=1)
+    sub = Sub(broker, "bdg/ft-01/#")
+    try:
+        node = sim(cfg)
+        tele = lambda: [json.loads(m.payload) for m in sub.all(lambda m: m.topic.endswith("/telemetry"))]  # noqa: E731
+        first = wait_for(lambda: [t for t in tele() if "nh3_ppm" in t["values"]], 20, what="a warm gas reading")[0]
+        assert any(t.get("errors", {}).get("gas") == "warming_up" for t in tele() if t["boot"] == first["boot"])
+        from citynode import transport
+        with transport.Device(node.port) as dev:
+            dev.raw()
+            dev.soft_reset()
+        after = wait_for(lambda: [t for t in tele() if t["boot"] > first["boot"]][:2], 20, what="readings after the reset")
+        assert all("nh3_ppm" in t["values"] and "errors" not in t for t in after), after
+    finally:
+        sub.close()

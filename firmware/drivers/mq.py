@@ -5,8 +5,10 @@ so Rs = RL·(Vc − V)/V (Hanwei/Winsen datasheets, "basic test loop"). The curv
 Rs/R0 as ppm = a·(Rs/R0)^b; R0 comes from calibration in clean air (R0 = Rs / CLEAN_AIR[type]).
 
 Known lies and what this driver does: Rs drifts for minutes to hours after power-up, so readings
-are `warming_up` until `preheat_s` has passed since the driver started (the heater is powered with
-the board; the datasheets ask 24-48 h for a new sensor, 180 s is for a burnt-in one); the ADC is
+are `warming_up` until `preheat_s` has passed since power-up (the heater is powered with the board,
+so it counts from the board's hw.uptime_ms(), which a soft reset does not restart; a board without
+it counts from the driver's start; the datasheets ask 24-48 h for a new sensor, 180 s is for a
+burnt-in one); the ADC is
 noisy, so `samples` reads are averaged (microvolts from the calibrated `read_uv` where the port
 has it, else read_u16 scaled to 3.3 V); an ESP32 input clipped near 3.3 V gives a wrong Rs, so a
 saturated ADC is `out_of_range`, and ~0 V (no module, AOUT unconnected) is `not_found`. Rs also
@@ -103,7 +105,13 @@ class Sensor:
         self._adc = hw.adc(conf["adc"])
         self._uv = hasattr(self._adc, "read_uv")
         self._t0 = time.ticks_ms()
+        self._uptime = getattr(hw, "uptime_ms", None)
         self._warm = False
+
+    def heated_ms(self):
+        """How long the heater has been on: since power-up where the board knows it."""
+        up = self._uptime() if self._uptime else None
+        return up if up is not None else time.ticks_diff(time.ticks_ms(), self._t0)
 
     async def measure_uv(self):
         """The mean ADC input in µV over `samples` reads."""
@@ -133,7 +141,7 @@ class Sensor:
 
     async def read(self, values):
         if not self._warm:
-            if time.ticks_diff(time.ticks_ms(), self._t0) < self.conf["preheat_s"] * 1000:
+            if self.heated_ms() < self.conf["preheat_s"] * 1000:
                 raise SensorError("warming_up")
             self._warm = True   # once warm, stay warm: ticks_ms wraps, the heater does not cool
         rs = await self.measure_rs()

@@ -581,3 +581,29 @@ async def test_sim_a02yyuw_below_the_hcsr04_reads_the_same_level():
     v = {}
     await drivers.make(conf_of(dict(A02, mount_height_cm=200.0)), hw).read(v)
     assert abs(v["distance_cm"] - 150.0) < 1.5 and abs(v["water_level_cm"] - 50.0) < 1.5, v
+
+
+class _UpHw(FakeHw):
+    def __init__(self, up_ms, **kw):
+        super().__init__(**kw)
+        self.up_ms = up_ms
+
+    def uptime_ms(self):
+        return self.up_ms
+
+
+async def test_mq_warm_up_counts_from_power_up_not_from_the_driver():
+    # A soft reset makes a new driver on a board whose heater has been on for 10 min: warm at once.
+    hw = _UpHw(600000, adc=FakeAdc(1666667))
+    s = mq.Sensor(conf_of(dict(GAS, preheat_s=180)), hw)
+    v = {}
+    await s.read(v)
+    assert "co2_ppm" in v, v
+    # Just powered up: warming up until the board's uptime passes preheat_s, whenever the driver began.
+    hw = _UpHw(1000, adc=FakeAdc(1666667))
+    s = mq.Sensor(conf_of(dict(GAS, preheat_s=180)), hw)
+    await fails(s.read({}), "warming_up", 50)
+    hw.up_ms = 180000
+    v = {}
+    await s.read(v)
+    assert "co2_ppm" in v, v

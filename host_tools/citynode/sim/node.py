@@ -189,6 +189,7 @@ class SimNode:
         env = dict(os.environ)
         env.update(self.extra_env)
         env.update(CITYNODE_FLASH=str(self.flash), CITYNODE_SIMBOARD=str(board_dir()), CITYNODE_RESET=reset,
+                   CITYNODE_POWERON_MS=str(self._power_on_ms),
                    CITYNODE_MAIN="1" if run_main else "0", CITYNODE_SERIAL="1" if self.serial else "0")
         if self.broker:
             env["CITYNODE_BROKER"] = self.broker
@@ -278,6 +279,9 @@ class SimNode:
 
     def _supervise(self):
         reset, run_main, raw = "power", True, False
+        # When the chip started: what hw.uptime_ms() counts from (an MQ heater's warm-up). A
+        # soft reboot keeps it, as an ESP32's esp_timer; a reset, watchdog or wake restarts it.
+        self._power_on_ms = time.time_ns() // 1000000
         try:
             if not self._power_on():
                 return
@@ -317,9 +321,11 @@ class SimNode:
                 if event and event.startswith("exit:"):
                     n = int(event[5:])
                     reset, run_main, raw = RESTARTS[n], True, False
+                    self._power_on_ms = time.time_ns() // 1000000
                     if n == EXIT_DEEPSLEEP:
                         if not self._deep_sleep():
                             return
+                        self._power_on_ms = time.time_ns() // 1000000   # the wake
                     elif not self.serial:
                         self._log("reset (%s)" % reset)
                     continue
