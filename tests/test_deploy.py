@@ -203,3 +203,55 @@ def test_deploy_compile_error_touches_nothing(tmp_path, env):
     assert r.returncode == 1
     assert r.stderr.strip() == "Error: firmware/broken.py, line 2: SyntaxError: invalid syntax"
     assert os.listdir(flash) == []
+
+
+def test_ctrl_c_during_a_paced_deploy_puts_the_node_back_to_work(tmp_path, env, broker):
+    src = snapshot(tmp_path / "src")
+    flash = tmp_path / "flash"
+    cfg = sim_config(tmp_path / "cfg.json", node_id="usb-int-01", port=broker.port)
+    sub = Sub(broker, "city/usb-int-01/#")
+    try:
+        # a factory node (firmware as .py sources), running; the deploy sends all of it as .mpy
+        with SimProc(flash, "--config", cfg, "--baud", "38400", env=env) as sim:
+            wait_for(lambda: sub.find(lambda t, p: t.endswith("/telemetry")), 20, what="the node's telemetry")
+            p = subprocess.Popen([CITYNODE, "deploy", "--port", sim.port, "--src", str(src)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                wait_for(lambda: list(flash.rglob("*.part")) or p.poll() is not None, 30, what="a .part file")
+                assert p.poll() is None, "the deploy finished before it could be interrupted"
+                p.send_signal(signal.SIGINT)          # the technician's Ctrl-C
+                out, err = p.communicate(timeout=30)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+            assert p.returncode == 130, (p.returncode, err)
+            lines = err.strip().splitlines()
+            assert lines == ["interrupted: %s: old firmware still in place, new files partly written as .part: "
+                             "safe to re-run deploy; node back at work (soft reset)" % sim.port], err
+            assert "Traceback" not in err and "Aborted" not in err
+            n = len(sub.msgs)
+            got = wait_for(lambda: [pl for t, pl in sub.msgs[n:] if t.endswith("/telemetry")], 10,
+                           what="telemetry within 10 s of the interrupted deploy")
+            assert got
+            assert (flash / "config.py").exists() and not (flash / "config.mpy").exists()   # the old firmware runs
+    finally:
+        sub.close()
+
+
+def test_a_ctrl_c_waits_for_a_step_that_must_finish_whole():
+    from citynode import transport
+    old = signal.signal(signal.SIGINT, transport.on_sigint)
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with transport.whole():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                done.append("renamed")          # the interrupt waited for this
+        assert done == ["renamed"]
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        transport._INT.update(hit=False, reports=[])

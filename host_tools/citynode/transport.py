@@ -12,12 +12,52 @@ import errno
 import fcntl
 import io
 import os
+import signal
 import sys
+import threading
 import time
 
 from .errors import CheckFailed, Unreachable
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------
+# An interrupted command must not strand a node in the raw REPL. on_sigint (installed by the CLI
+# while a command runs) marks the interrupt before raising KeyboardInterrupt; every Device closed
+# while it propagates first puts its node back to work and says in what state it left it.
+_INT = {"hit": False, "busy": False, "deferred": False, "reports": []}
+
+
+def on_sigint(signum, frame):
+    if _INT["busy"]:            # putting a node back, or a step that must finish whole
+        _INT["deferred"] = True
+        return
+    _INT["hit"] = True
+    raise KeyboardInterrupt
+
+
+def interrupt_reports():
+    """[(port, what the node was left with, True if it is back at work)] since the interrupt."""
+    return list(_INT["reports"])
+
+
+@contextlib.contextmanager
+def whole():
+    """A step a Ctrl-C must not cut in two (renaming the firmware into place): the interrupt
+    waits until the step is done. Only where on_sigint is the handler, in the main thread."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not on_sigint:
+        yield
+        return
+    _INT["busy"] = True
+    try:
+        yield
+    finally:
+        _INT["busy"] = False
+        if _INT["deferred"]:
+            _INT["deferred"] = False
+            _INT["hit"] = True
+            raise KeyboardInterrupt
 
 
 def _last_line(text):
@@ -80,6 +120,8 @@ class Device:
         self.timeout = timeout
         self.t = None
         self.in_raw = False
+        # What the node holds if we stop now (deploy updates it as it goes).
+        self.state = "unchanged"
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -104,6 +146,8 @@ class Device:
         return self
 
     def close(self):
+        if self.t is not None and _INT["hit"]:
+            self._after_interrupt()
         if self.t is not None:
             try:
                 self.t.close()
@@ -169,6 +213,32 @@ class Device:
                                          timeout_overall=self.timeout)
                 if not data.endswith(b"soft reboot\r\n"):
                     raise Unreachable("%s: the node did not confirm the soft reset" % self.port)
+
+    def _after_interrupt(self):
+        """Stop whatever runs on the node (a raw-paste transfer, a probe), and soft-reset it back
+        into main.py; record the outcome for the CLI's one line."""
+        _INT["busy"] = True
+        ok = False
+        try:
+            t = self.t
+            with self._errors("putting the node back to work"):
+                try:
+                    t.serial.reset_output_buffer()   # what we had not sent yet stays unsent
+                except Exception:
+                    pass
+                t.serial.write(b"\r\x03\x03")      # ends a raw paste (KeyboardInterrupt on the node)
+                time.sleep(0.2)
+            self.in_raw = False
+            self.timeout = min(self.timeout, 5.0)
+            self.raw()
+            self.soft_reset()
+            ok = True
+        except Exception:
+            ok = False
+        finally:
+            _INT["busy"] = False
+            _INT["deferred"] = False
+        _INT["reports"].append((self.port, self.state, ok))
 
     def leave(self):
         """Back to the friendly REPL without a reset (the state a technician expects)."""

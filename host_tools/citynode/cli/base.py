@@ -36,6 +36,17 @@ def common(f):
     return f
 
 
+def json_option(f):
+    """--json on a command that uses no serial port (the broker's commands)."""
+    def json_cb(ctx, param, value):
+        if value:
+            ctx.find_object(Ctx).json = True
+        return value
+
+    return click.option("--json", "_json", is_flag=True, expose_value=False, callback=json_cb,
+                        help="Print one JSON document instead of tables.")(f)
+
+
 def node_port(obj):
     """--port / CITYNODE_PORT, or the only node-looking port there is (a board or a virtual node)."""
     if obj.port:
@@ -63,14 +74,47 @@ class Fail(click.ClickException):
         self.exit_code = err.exit_code
 
 
+INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
 class Group(click.Group):
-    """Runs a command; a CitynodeError it raises becomes one line and its exit code."""
+    """Runs a command; a CitynodeError it raises becomes one line and its exit code (with --json,
+    also a JSON error document on stdout). Ctrl-C puts the node back to work first (transport),
+    then says in what state the node is, and exits 130."""
 
     def invoke(self, ctx):
+        import signal
+        import threading
+
+        from .. import transport
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, transport.on_sigint) if main else None
         try:
             return super().invoke(ctx)
         except CitynodeError as e:
+            _json_error(ctx, str(Fail(e).message), e.exit_code)
             raise Fail(e) from None
+        except KeyboardInterrupt:
+            lines = ["interrupted: %s: %s; %s" % (port, state, "node back at work (soft reset)" if ok else
+                                                   "the node did not answer: reset it (citynode reset, or its EN button)")
+                     for port, state, ok in transport.interrupt_reports()] or ["interrupted"]
+            _json_error(ctx, "; ".join(lines), INTERRUPTED)
+            for ln in lines:
+                click.echo(ln, err=True)
+            raise click.exceptions.Exit(INTERRUPTED)
+        except click.ClickException as e:
+            _json_error(ctx, e.format_message(), e.exit_code)
+            raise
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old)
+
+
+def _json_error(ctx, message, code):
+    """With --json, a failure is a JSON document on stdout too: scripts read one place."""
+    obj = ctx.find_object(Ctx)
+    if obj is not None and obj.json:
+        print_json({"ok": False, "error": message, "exit": code})
 
 
 def print_json(doc):
