@@ -8,7 +8,7 @@ to import fails loudly.
 import click
 
 from .. import __version__
-from . import broker, field, firmware, flash, monitor, ota, sim, usb
+from . import broker, field, firmware, flash, monitor, ota, remote, sim, usb
 from .base import Ctx, Group
 
 # name -> command: the whole CLI in one place (as mpremote's _COMMANDS).
@@ -22,6 +22,7 @@ COMMANDS = {
     "test": field.test_cmd,
     "provision": field.provision_cmd,
     "monitor": monitor.monitor_cmd,
+    "cmd": remote.cmd,
     "sim": sim.sim,
     "broker": broker.broker_grp,
     "ota": ota.ota,

