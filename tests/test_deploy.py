@@ -77,11 +77,14 @@ def fw_version(src):
     return re.search(r'^VERSION = "([^"]+)"', (src / "firmware" / "version.py").read_text(), re.M).group(1)
 
 
+def setup_node(tmp_path, broker, node_id):
+    """(firmware tree, flash dir, config file, a subscriber to the node's topics)."""
+    cfg = sim_config(tmp_path / "cfg.json", node_id=node_id, port=broker.port)
+    return snapshot(tmp_path / "src"), tmp_path / "flash", cfg, Sub(broker, "city/%s/#" % node_id)
+
+
 def test_deploy_empty_node_boots_publishes_then_sends_only_changes(tmp_path, env, broker):
-    src = snapshot(tmp_path / "src")
-    flash = tmp_path / "flash"
-    cfg = sim_config(tmp_path / "cfg.json", node_id="usb-dep-01", port=broker.port)
-    sub = Sub(broker, "city/usb-dep-01/#")
+    src, flash, cfg, sub = setup_node(tmp_path, broker, "usb-dep-01")
     try:
         with SimProc(flash, "--empty", "--config", cfg, env=env) as sim:
             assert sorted(os.listdir(flash)) == ["config.json"]
@@ -206,10 +209,7 @@ def test_deploy_compile_error_touches_nothing(tmp_path, env):
 
 
 def test_ctrl_c_during_a_paced_deploy_puts_the_node_back_to_work(tmp_path, env, broker):
-    src = snapshot(tmp_path / "src")
-    flash = tmp_path / "flash"
-    cfg = sim_config(tmp_path / "cfg.json", node_id="usb-int-01", port=broker.port)
-    sub = Sub(broker, "city/usb-int-01/#")
+    src, flash, cfg, sub = setup_node(tmp_path, broker, "usb-int-01")
     try:
         # a factory node (firmware as .py sources), running; the deploy sends all of it as .mpy
         with SimProc(flash, "--config", cfg, "--baud", "38400", env=env) as sim:
