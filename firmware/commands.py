@@ -86,6 +86,10 @@ class Commander:
         self.unanswered = 0
         self.guard = cmdguard.Guard()
         self._ev = asyncio.Event()
+        self.busy = False        # a command is being run or answered
+
+    def idle(self):
+        return not self._q and not self._refuse and not self.busy
 
     def on_message(self, topic, payload, size, retained=False):
         if retained or len(self._q) >= _QUEUE:
@@ -121,12 +125,14 @@ class Commander:
                 self._ev.clear()
                 continue
             payload, size = self._q.pop(0)
+            self.busy = True
             cid, ok, res, err, after = None, False, None, None, None
             try:
                 cid, cmd, args = parse(payload, size)
                 first = self.guard.answered(cid)
                 if first is not None:  # a replay, or QoS 1 delivering twice: not run again
                     await self.reply(first)
+                    self.busy = False
                     continue
                 why = self.guard.refuse(cmd, time.ticks_ms(), n.up_s())
                 if why:
@@ -145,6 +151,7 @@ class Commander:
             self.guard.note(cid, out)
             await self.reply(out)
             _unload("config")
+            self.busy = False
             if after:
                 await after()
 

@@ -62,7 +62,7 @@ async def open_stream(host, port, tls):
 class Link:
     def __init__(self, host, port, tls, client_id, user=None, password=None, keepalive=60, will=None,
                  subs=(), birth=None, on_message=None, wifi=None, log=print, opener=open_stream,
-                 backoff_max_ms=BACKOFF_MAX_MS, ack_timeout_ms=10000):
+                 backoff_max_ms=BACKOFF_MAX_MS, ack_timeout_ms=10000, clean=True):
         # tls: None/False, or {"ca", "pin_sha256", "cert", "key", "insecure"} (tlsconn.py).
         # on_message(topic, payload, size, retained).
         self.host, self.port, self.tls = host, port, tls
@@ -75,6 +75,9 @@ class Link:
         self.log = log
         self.opener = opener
         self.backoff_max_ms = backoff_max_ms
+        # clean=False: the broker keeps our session (the QoS 1 subscription to cmd and what
+        # arrives for it) while we are away: a deep-sleeping node gets its commands at its wake.
+        self.clean = clean
         self.client = None     # the client while a session is up, else None
         self._c = None
         self.up = asyncio.Event()
@@ -90,7 +93,7 @@ class Link:
             # connection, not again on each reconnect, when a long-running heap is fragmented
             # and an outage has filled it with held readings.
             c = self._c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will,
-                                          ack_timeout_ms=self.ack_timeout_ms)
+                                          clean=self.clean, ack_timeout_ms=self.ack_timeout_ms)
             if self.on_message is not None:
                 c.on_message = lambda t, p, n: self.on_message(t, p, n, c.retained)
         try:

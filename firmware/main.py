@@ -178,7 +178,7 @@ def main():
         if deep:
             asyncio.run(n.run_once())
             persist.write_json("rtc.json", {"boot": boot, "seq": n.seq})
-            hw.deepsleep(int(cfg["interval_s"] * 1000))
+            hw.deepsleep(int(n.cfg["interval_s"] * 1000))   # `set` may have changed it
         else:
             asyncio.run(n.run(hw.watchdog(node.WDT_MS), extra))
     except Exception as e:

@@ -28,7 +28,8 @@ _BATCH = const(8)        # records in flight at once while draining the outbox
 HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
 STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
 WDT_MS = const(60000)
-_SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
+_SENSOR_CAP_MS = const(15000)
+_CMD_GRACE_MS = const(500)   # deep sleep: how long a wake listens for commands kept at the broker  # safety net over every driver's own documented bound
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
 
@@ -77,7 +78,8 @@ class Node:
                               m["keepalive_s"], (self.t_status, telemetry.status(False), 1, True),
                               (self.t_cmd, self.t_ota), self.birth(),
                               self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000,
-                              ack_timeout_ms=m.get("ack_timeout_s", 10) * 1000)
+                              ack_timeout_ms=m.get("ack_timeout_s", 10) * 1000,
+                              clean=not cfg["power"]["deep_sleep"])
         self.commands = commands.Commander(self)
         self.sensors = [[s, None] for s in cfg["sensors"]]  # [conf, driver or None until made]
         self.sensors.sort(key=lambda e: drivers.rank(e[0]))
@@ -364,10 +366,12 @@ class Node:
         await asyncio.gather(*self._tasks)
 
     async def run_once(self, budget_ms=20000):
-        """Deep-sleep mode: one cycle, then deliver what is stored within the budget."""
+        """Deep-sleep mode: one cycle, deliver what is stored and answer the commands that waited
+        at the broker, within the budget; then say "asleep" (retained) and when we should wake."""
         self.report_crash()
         self._ota_boot()
         lt = asyncio.create_task(self.link.run())
+        ct = asyncio.create_task(self.commands.task())
         await self.cycle()
         end = time.ticks_add(time.ticks_ms(), budget_ms)
         while self.pending() and time.ticks_diff(end, time.ticks_ms()) > 0:
@@ -383,8 +387,17 @@ class Node:
         if self.trial and self.link.up.is_set():
             import ota
             ota.commit_trial(self)   # a deep-sleep node's trial ends with its first session
-        await self.link.stop()
+        if self.link.up.is_set():
+            # Commands kept for us arrive right after the CONNACK; give them a moment, then
+            # answer every one before sleeping.
+            t = time.ticks_add(time.ticks_ms(), _CMD_GRACE_MS)
+            while time.ticks_diff(t, time.ticks_ms()) > 0 or not self.commands.idle():
+                if time.ticks_diff(end, time.ticks_ms()) <= 0:
+                    break
+                await asyncio.sleep_ms(50)
+        await self.link.stop((self.t_status, telemetry.asleep(int(self.cfg["interval_s"]), self.ts())))
         lt.cancel()
+        ct.cancel()
         self.flush()
 
     def deinit(self):

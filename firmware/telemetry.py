@@ -44,6 +44,12 @@ def status(online, fw=None, boot=None, reset=None, trial=False):
     return json.dumps({"state": "online", "fw": fw, "boot": boot, "reset": reset, "trial": trial}).encode()
 
 
+def asleep(sleep_s, ts):
+    """The retained status of a node going to deep sleep: it should wake `sleep_s` after `ts`
+    (null while its clock is unsynchronised); commands sent meanwhile wait at the broker."""
+    return ('{"state":"asleep","sleep_s":%d,"ts":%s}' % (sleep_s, "null" if ts is None else "%d" % ts)).encode()
+
+
 def reply(cid, ok, result=None, error=None):
     d = {"id": cid, "ok": ok}
     if ok:

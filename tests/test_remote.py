@@ -97,3 +97,21 @@ def test_cmd_help_lists_actions_keys_and_examples():
     for w in ("ping", "sample", "get-config", "set KEY=VALUE", "reboot", "interval_s", "site.name", "Examples:",
               "citynode cmd wl-01 set interval_s=30"):
         assert w in r.output, w
+
+
+def test_a_sleeping_node_gets_its_command_at_its_next_wake(nodes, broker):
+    cfg = sim_config("cmd-zz-sleep", interval=3, sensors=[{"name": "air", "type": "bme280"}],
+                     power={"deep_sleep": True})
+    with Sub(broker, "city/cmd-zz-sleep/status", "city/cmd-zz-sleep/reply") as sub:
+        n = nodes(cfg)
+        sub.wait(lambda m: b'"asleep"' in m.payload, 30, what="the node asleep")
+        r = cli("cmd", "cmd-zz-sleep", "set", "interval_s=4", "--broker", broker.address, "--json")
+        assert r.exit_code == 0, r.output
+        (row,) = json.loads(r.stdout)["nodes"]
+        assert row["result"] == "queued" and row["sleep_s"] == 3 and 0 <= row["wake_in_s"] <= 3, row
+        # at its wake the broker hands it the command; it answers and applies it before sleeping
+        rep = sub.wait(lambda m: m.topic.endswith("/reply"), 30, what="the reply after the wake")
+        assert json.loads(rep[0].payload)["result"] == {"key": "interval_s", "value": 4}
+        wait_for(lambda: json.loads((n.flash / "config.json").read_text())["interval_s"] == 4, 10)
+        wait_for(lambda: [m for m in sub.all(lambda m: b'"asleep"' in m.payload) if b'"sleep_s":4' in m.payload], 30,
+                 what="asleep with the new interval")

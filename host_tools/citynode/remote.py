@@ -123,18 +123,18 @@ def send(broker, prefix, node_ids, name, args=None, timeout=10.0):
             cid = "c-" + uuid.uuid4().hex[:8]
             s.publish(nid, {"id": cid, "cmd": cmd, "args": args or {}})
             if st and st.get("state") == "asleep":
-                left, every = next_wake(st)
-                row["result"] = QUEUED
-                row["wake_in_s"] = None if left is None else round(left)
-                row["sleep_s"] = every
-                row["error"] = "asleep: the broker keeps the command for its next wake (%s)" % (
-                    "in about %d s" % round(left) if left is not None else "every %s s" % every)
+                _queued(row, st)
                 continue
             waiting[cid] = row
         end = time.monotonic() + timeout
         while waiting and time.monotonic() < end:
             with s.lock:
                 done = [(cid, s.replies[cid]) for cid in waiting if cid in s.replies]
+            for cid, row in list(waiting.items()):
+                with s.lock:
+                    st = s.status.get(row["node_id"]) or {}
+                if cid not in dict(done) and st.get("state") == "asleep":
+                    _queued(waiting.pop(cid), st)   # it went to sleep before answering
             for cid, rep in done:
                 row = waiting.pop(cid)
                 row["seconds"] = round(time.time() - t0, 2)
@@ -150,6 +150,15 @@ def send(broker, prefix, node_ids, name, args=None, timeout=10.0):
         return rows
     finally:
         s.close()
+
+
+def _queued(row, status):
+    left, every = next_wake(status)
+    row["result"] = QUEUED
+    row["wake_in_s"] = None if left is None else round(left)
+    row["sleep_s"] = every
+    row["error"] = "asleep: the broker keeps the command for its next wake (%s)" % (
+        "in about %d s" % round(left) if left is not None else "every %s s" % every)
 
 
 def exit_code(rows):
