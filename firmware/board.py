@@ -103,6 +103,14 @@ class Esp32:
     def reset(self):
         self.m.reset()
 
+    def chip_info(self):
+        """What `citynode info` shows of the board: chip, MAC (the base MAC, which is what
+        machine.unique_id() is on an ESP32), flash size."""
+        import os
+        import esp
+        return {"chip": os.uname().machine, "mac": ":".join("%02x" % b for b in self.m.unique_id()),
+                "flash_size": esp.flash_size(), "reset": self.reset_cause()}
+
     def uptime_ms(self):
         # ms since the chip started: the ESP32's ticks come from esp_timer, which a soft reset
         # (Ctrl-D, every citynode command) does not restart; a hard reset, a watchdog or a
@@ -150,6 +158,22 @@ class SimSystem:
 
     def reset(self):
         sys.exit(77)
+
+    def chip_info(self):
+        # A MAC of our own (locally administered, from the flash directory), the flash
+        # directory's file system size as the flash size.
+        import os
+        import hashlib
+        d = os.getenv("CITYNODE_FLASH") or ""
+        h = hashlib.sha256(d.encode()).digest()
+        try:
+            st = os.statvfs("")
+            size = st[1] * st[2]
+        except OSError:
+            size = None
+        return {"chip": "virtual node (MicroPython unix port, %s)" % getattr(sys.implementation, "_machine", sys.platform),
+                "mac": ":".join("%02x" % b for b in bytes([2]) + h[:5]), "flash_size": size,
+                "reset": self.reset_cause()}
 
     def uptime_ms(self):
         # The supervisor sets CITYNODE_POWERON_MS when it starts the chip (power-on, reset,
@@ -204,6 +228,11 @@ class SimWDT:
 
     def feed(self):
         self.feeds += 1
+
+
+def chip_info():
+    """Chip, MAC, flash size and last reset cause, without opening any peripheral."""
+    return (SimSystem() if SIM else Esp32(None)).chip_info()
 
 
 def open(profile):

@@ -29,6 +29,7 @@ HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (EN
 STALE_MS = const(30000)  # a task silent for longer is stuck: stop feeding the watchdog
 WDT_MS = const(60000)
 _SENSOR_CAP_MS = const(15000)
+LAST_CRASH = "crash.last.json"
 _CMD_GRACE_MS = const(500)   # deep sleep: how long a wake listens for commands kept at the broker  # safety net over every driver's own documented bound
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
@@ -338,6 +339,13 @@ class Node:
         rec = persist.read_json(path)
         if rec is not None:
             self.event(name, rec)
+            if name == "crash":
+                import os
+                try:   # reported: kept as the last crash (citynode info shows it) until the next one
+                    os.rename(path, path[:path.rfind("/") + 1] + LAST_CRASH)
+                    return
+                except OSError:
+                    pass
             persist.remove(path)
 
     def _ota_boot(self):

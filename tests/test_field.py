@@ -2,6 +2,7 @@
 firmware and drivers on the MicroPython unix port behind a pseudo-terminal) and a real
 Mosquitto; the judging of readings (ranges, spread, Wi-Fi on an ESP32) on crafted probe results."""
 import json
+import re
 import os
 import shutil
 import signal
@@ -372,3 +373,41 @@ def test_gas_warm_up_survives_a_soft_reset(sim, broker):
         assert all("nh3_ppm" in t["values"] and "errors" not in t for t in after), after
     finally:
         sub.close()
+
+
+def test_info_json_has_every_field(sim, broker):
+    from citynode.info import FIELDS
+    from helpers import Sub
+    node = sim()
+    node.config()  # the node's config as the sim wrote it
+    cfg = json.loads((node.flash / "config.json").read_text())
+    cfg["sensors"][0]["offset_cm"] = 4.2
+    cfg["wifi"] = {"ssid": "pemkot-iot", "password": "hunter2"}
+    (node.flash / "config.json").write_text(json.dumps(cfg))
+    (node.flash / "crash.json").write_text('{"boot": 3, "up": 61, "error": "ZeroDivisionError()", "trace": "t"}')
+    with Sub(broker, "bdg/ft-01/event") as sub:
+        r = cli("--json", "info", "--port", node.port)
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.stdout)
+        assert all(k in d for k in FIELDS), [k for k in FIELDS if k not in d]
+        assert d["chip"].startswith("virtual node") and re.fullmatch(r"02(:[0-9a-f]{2}){5}", d["mac"])
+        assert d["flash_size"] > 0 and d["flash_free"] > 0 and d["heap_free"] > 0
+        assert d["micropython"].count(".") == 2 and d["mpy"] and d["build"]
+        assert d["firmware"] == fw_version() and d["frozen"] is False
+        assert d["node_id"] == "ft-01" and isinstance(d["boot"], int) and d["reset"] == "power"
+        assert d["config"]["wifi"] == {"ssid": "pemkot-iot", "password": "***"} and "hunter2" not in r.stdout
+        assert d["config"]["sensors"] == ["water:hcsr04", "pm:pms5003", "gas:mq135", "air:bme280"]
+        assert d["calibration"] == {"water": {"offset_cm": 4.2}, "gas": {"r0_kohm": None}}
+        assert d["crash"]["error"] == "ZeroDivisionError()" and d["crash_reported"] is False
+        # info soft-reset the node back to work: it reported the crash, and keeps it as the last one
+        sub.wait(lambda m: b'"crash"' in m.payload, 20, what="the crash event")
+    r = cli("info", "--port", node.port)
+    assert r.exit_code == 0, r.output
+    assert "last reset   soft" in r.output and "node_id      ft-01" in r.output
+    assert "last crash   boot 3 after 61 s: ZeroDivisionError()" in r.output and "not yet reported" not in r.output
+    assert "calibration  water offset_cm=4.2; gas r0_kohm=None" in r.output
+
+
+def fw_version():
+    import re as _re
+    return _re.search(r'VERSION = "([^"]+)"', (ROOT / "firmware" / "version.py").read_text()).group(1)

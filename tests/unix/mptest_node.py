@@ -268,6 +268,8 @@ async def test_crash_record_becomes_an_event():
     e = json.loads(ob.recs[0][1:])
     assert e["event"] == "crash" and e["detail"]["error"] == "ZeroDivisionError()"
     assert not _exists(_TMP + "/crash.json")
+    # kept as the last crash, for `citynode info`
+    assert json.loads(open(_TMP + "/crash.last.json").read())["error"] == "ZeroDivisionError()"
 
 
 def _exists(p):

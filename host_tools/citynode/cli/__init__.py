@@ -18,6 +18,7 @@ COMMANDS = {
     "flash": flash.flash_cmd,
     "deploy": usb.deploy,
     "config": usb.config,
+    "info": usb.info,
     "calibrate": field.calibrate_grp,
     "test": field.test_cmd,
     "provision": field.provision_cmd,

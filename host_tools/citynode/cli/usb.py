@@ -279,3 +279,27 @@ def config_pull(obj, file, no_reset, timeout):
     _emit(obj, {"ok": True, "port": port, "file": file, "bytes": len(text.encode())},
           "%s: config.json of %s (%d B)" % (file, port, len(text.encode())))
 
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+@click.command("info")
+@RESUME
+@TIMEOUT
+@common
+@click.pass_obj
+def info(obj, no_reset, timeout):
+    """What the node is and how it is doing, in one call over USB: chip, MAC, flash, MicroPython,
+    firmware, boot count, last reset, free heap and flash, config (secrets masked), calibrations,
+    last crash.
+
+    \b
+    Examples:
+      citynode info --port /dev/ttyUSB0
+      citynode info --json | jq .calibration"""
+    from .. import info as infolib
+    from . import views
+    with _device(obj, timeout) as dev:
+        doc = infolib.read(dev)
+        dev.leave() if no_reset else dev.soft_reset()
+    click.echo(json.dumps(doc) if obj.json else views.node_info(doc))

@@ -71,6 +71,34 @@ def provision(rows):
     return t
 
 
+def _size(n):
+    return "?" if n is None else "%.1f MB" % (n / 1048576) if n >= 1048576 else "%d KB" % (n // 1024)
+
+
+def node_info(d):
+    """`citynode info` as aligned lines."""
+    c = d.get("config") or {}
+    mq = c.get("mqtt") or {}
+    cal = "; ".join("%s %s" % (n, " ".join("%s=%s" % kv for kv in v.items())) for n, v in (d.get("calibration") or {}).items())
+    crash = d.get("crash")
+    rows = [
+        ("port", d["port"]), ("chip", d.get("chip")), ("mac", d.get("mac")), ("flash", _size(d.get("flash_size"))),
+        ("micropython", "%s (%s, mpy %s)" % (d.get("micropython"), d.get("build"), d.get("mpy"))),
+        ("firmware", "%s%s" % (d.get("firmware") or "none", " (frozen)" if d.get("frozen") else "")),
+        ("node_id", d.get("node_id") or "(no config.json)"), ("boot", d.get("boot")), ("last reset", d.get("reset")),
+        ("free heap", _size(d.get("heap_free"))), ("free flash", _size(d.get("flash_free"))),
+        ("config", "board %s, site %s, every %s s%s, broker %s:%s prefix %s%s%s" % (
+            c.get("board"), c.get("site"), c.get("interval_s"), " (deep sleep)" if c.get("deep_sleep") else "",
+            mq.get("host"), mq.get("port"), mq.get("prefix"), " TLS" if mq.get("tls") else "",
+            ", wifi %s" % c["wifi"]["ssid"] if c.get("wifi") else "") if c else "none"),
+        ("sensors", ", ".join(c.get("sensors") or []) or "none"),
+        ("calibration", cal or "none"),
+        ("last crash", "none" if not crash else "boot %s after %s s: %s%s" % (
+            crash.get("boot"), crash.get("up"), crash.get("error"), "" if d.get("crash_reported") else " (not yet reported)")),
+    ]
+    return "\n".join("%-12s %s" % (k, "" if v is None else v) for k, v in rows)
+
+
 def command_rows(rows):
     """`citynode cmd`: one line for one node, a table for several."""
     if len(rows) == 1:
