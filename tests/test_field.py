@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -411,3 +412,33 @@ def test_info_json_has_every_field(sim, broker):
 def fw_version():
     import re as _re
     return _re.search(r'VERSION = "([^"]+)"', (ROOT / "firmware" / "version.py").read_text()).group(1)
+
+
+def test_logs_follows_the_node_without_stopping_it(sim, broker):
+    node = sim()
+    boot = json.loads((node.flash / "state.json").read_text())["boot"]
+    p = subprocess.Popen([CITYNODE, "logs", "--port", node.port, "--seconds", "12"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        broker.stop()          # the broker goes away and comes back: the node says so on its console
+        time.sleep(2)
+        broker.start()
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} citynode: link: lost", ln) for ln in lines), out
+    assert any(" citynode: link: connected to " in ln for ln in lines), out
+    assert "raw REPL" not in out
+    # main.py never stopped: no new boot
+    assert json.loads((node.flash / "state.json").read_text())["boot"] == boot
+    # what the node kept since it booted, read from its REPL (then it is soft-reset back to work)
+    r = cli("--json", "logs", "--port", node.port, "--since-boot", "--seconds", 1)
+    assert r.exit_code == 0, r.output
+    kept = [json.loads(ln) for ln in r.stdout.splitlines() if '"kept":true' in ln]
+    texts = [k["line"] for k in kept]
+    assert "citynode: link: lost" in texts and texts[0].startswith("citynode: node ft-01 boot %d" % boot), texts
+    assert all(k["ts"] <= time.time() for k in kept)

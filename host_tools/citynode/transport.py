@@ -37,6 +37,10 @@ def on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+def clear_interrupt():
+    _INT.update(hit=False, busy=False, deferred=False, reports=[])
+
+
 def interrupt_reports():
     """[(port, what the node was left with, True if it is back at work)] since the interrupt."""
     return list(_INT["reports"])

@@ -19,6 +19,7 @@ COMMANDS = {
     "deploy": usb.deploy,
     "config": usb.config,
     "info": usb.info,
+    "logs": usb.logs,
     "calibrate": field.calibrate_grp,
     "test": field.test_cmd,
     "provision": field.provision_cmd,

@@ -88,6 +88,7 @@ class Group(click.Group):
 
         from .. import transport
         main = threading.current_thread() is threading.main_thread()
+        transport.clear_interrupt()
         old = signal.signal(signal.SIGINT, transport.on_sigint) if main else None
         try:
             return super().invoke(ctx)

@@ -2,11 +2,12 @@
 import json
 import os
 import sys
+import time
 
 import click
 
 from ..errors import CheckFailed, CitynodeError
-from .base import common, node_port
+from .base import common, node_port, print_json
 
 TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
                        envvar="CITYNODE_TIMEOUT", help="Seconds the node may stay silent.")
@@ -303,3 +304,42 @@ def info(obj, no_reset, timeout):
         doc = infolib.read(dev)
         dev.leave() if no_reset else dev.soft_reset()
     click.echo(json.dumps(doc) if obj.json else views.node_info(doc))
+
+
+# --- logs ---------------------------------------------------------------------------------------
+
+@click.command("logs")
+@click.option("--since-boot", is_flag=True,
+              help="First the lines the node kept since it booted (read from its REPL: the node is soft-reset).")
+@click.option("--seconds", type=click.FloatRange(0.1, None), help="Stop after SECONDS (default: until Ctrl-C).")
+@TIMEOUT
+@common
+@click.pass_obj
+def logs(obj, since_boot, seconds, timeout):
+    """The node's log lines as they come over USB, with the time they came, without stopping main.py.
+
+    \b
+    Examples:
+      citynode logs --port /dev/ttyUSB0
+      citynode logs --since-boot --seconds 60 > node.log"""
+    from .. import logs as logslib
+    from .. import transport
+    port = node_port(obj)
+
+    def show(ts, text, kept=False):
+        if obj.json:
+            print_json({"ts": round(ts, 3), "line": text, "kept": kept})
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + ".%03d" % (ts % 1 * 1000)
+            click.echo("%s%s %s" % (stamp, " (kept)" if kept else "", text))
+
+    if since_boot:
+        for ts, text in logslib.since_boot(port, timeout):
+            show(ts, "citynode: " + text, kept=True)
+        if not obj.json:
+            click.echo("-- the node was soft-reset to read these; following its log --", err=True)
+    try:
+        for ts, text in logslib.follow(port, seconds):
+            show(ts, text)
+    except KeyboardInterrupt:   # the usual way to stop following: not an error
+        transport.clear_interrupt()
