@@ -316,3 +316,59 @@ def test_missing_secrets_are_refused_at_validate_time(tmp_path, node):
     assert msg.endswith("mqtt.password: missing secret (set BDG_MQTT_PASS)")
     r = cli(["config", "validate", csv, "--defaults", str(dp)], env=dict(ENV, BDG_MQTT_PASS="x"))
     assert r.exit_code == 0, r.output
+
+
+# --- config new, config diff, hints (issue 13) --------------------------------------------------
+
+@pytest.mark.parametrize("board, sensors", [("esp32-generic", ["hcsr04", "mq135", "bme280", "pms5003"]),
+                                            ("esp32-s3", ["a02yyuw", "dht22"]), ("sim", ["mq7"])])
+def test_config_new_writes_every_field_and_validates_once_filled(tmp_path, board, sensors):
+    out = tmp_path / "node.json"
+    args = ["config", "new", "--board", board, "-o", str(out)]
+    for t in sensors:
+        args += ["--sensor", t]
+    r = cli(args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(out.read_text())
+    for k in ("node_id", "board", "site", "mqtt", "interval_s", "alarm_interval_s", "outbox_kb", "power",
+              "ntp_host", "sensors", "alarms"):
+        assert k in cfg, k
+    assert cfg["board"] == board and [s["type"] for s in cfg["sensors"]] == sensors
+    full = configtool.check(json.loads(out.read_text()) if board == "sim" else
+                            configtool.apply_secrets(cfg, {"CITYNODE_WIFI_PASSWORD": "x"}))
+    # every field of every sensor is written out, at its default
+    for s, f in zip(cfg["sensors"], full["sensors"]):
+        assert s == f, (s, f)
+    assert cli(args).exit_code == 2 and "exists" in cli(args).output
+    r = cli(["config", "new", "--board", board, "--sensor", "mq999"])
+    assert r.exit_code == 1 and "unknown sensor type 'mq999'" in r.output
+
+
+def test_misspelt_keys_and_a_gasless_mq_get_a_hint(tmp_path):
+    cfg = configtool.starting_config("sim", ["hcsr04"])
+    p = tmp_path / "c.json"
+    cfg["intervl_s"] = 30
+    p.write_text(json.dumps(cfg))
+    assert one_error(cli(["config", "validate", str(p)])) == "intervl_s: unknown field; did you mean `interval_s`?"
+    del cfg["intervl_s"]
+    cfg["sensors"][0]["mount_heigth_cm"] = 250
+    p.write_text(json.dumps(cfg))
+    assert one_error(cli(["config", "validate", str(p)])).endswith(
+        "sensors[0].mount_heigth_cm: unknown field; did you mean `mount_height_cm`?")
+    cfg["sensors"] = [{"name": "gas", "type": "mq135"}]
+    p.write_text(json.dumps(cfg))
+    assert one_error(cli(["config", "validate", str(p)])) == \
+        "sensors[0].gas: required (the gas mq135 measures: one of co2, nh3, co, alcohol, toluene, acetone)"
+
+
+def test_config_diff_compares_a_file_with_the_node(tmp_path, node):
+    cfg = configtool.starting_config("sim", ["hcsr04"])
+    (node.flash / "config.json").write_text(json.dumps(cfg))
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(dict(cfg, interval_s=30)))
+    r = cli(["config", "diff", str(p), "--port", node.port, "--no-reset"])
+    assert r.exit_code == 0 and r.stdout.strip() == "~ interval_s: 60 -> 30", r.output
+    p.write_text(json.dumps(cfg))
+    r = cli(["config", "diff", str(p), "--port", node.port, "--no-reset", "--json"])
+    assert json.loads(r.stdout) == {"same": True, "node_has_config": True, "changes": []}
+    assert json.loads((node.flash / "config.json").read_text()) == cfg

@@ -53,11 +53,104 @@ def load_json(path, what="config"):
 
 
 def check(cfg, where=""):
-    """Validate with the firmware's validator; returns the config with defaults filled."""
+    """Validate with the firmware's validator; returns the config with defaults filled. The
+    firmware's message gets a hint where the host can give one: the field meant by a misspelt
+    key, the gases an MQ sensor has curves for."""
     try:
         return fw.validate(cfg)
     except fw.ConfigError as e:
-        raise CheckFailed(where + str(e))
+        raise CheckFailed(where + str(e) + _hint(cfg, e.path, str(e)))
+
+
+def _schema_at(cfg, path):
+    """The field names the validator knows at `path`'s parent (a dotted/indexed path)."""
+    c = fw.config
+    parts = path.replace("]", "").replace("[", ".").split(".")
+    fields, node = c._TOP, cfg
+    for k in parts[:-1]:
+        if fields == "sensors":
+            try:
+                node = node[int(k)]
+            except (ValueError, IndexError, KeyError, TypeError):
+                return []
+            t = node.get("type") if isinstance(node, dict) else None
+            return [f[0] for f in c.SENSORS[t][1]] + ["name", "type"] if t in c.SENSORS else []
+        f = [x for x in fields if x[0] == k] if isinstance(fields, tuple) else []
+        if not f:
+            return []
+        fields, node = f[0][1], node.get(k) if isinstance(node, dict) else None
+    return [f[0] for f in fields] if isinstance(fields, tuple) else []
+
+
+def _hint(cfg, path, msg):
+    import difflib
+    if msg.endswith("unknown field") and path:
+        key = path.rsplit(".", 1)[-1]
+        near = difflib.get_close_matches(key, _schema_at(cfg, path), 1, 0.7)
+        if near:
+            return "; did you mean `%s`?" % near[0]
+    if path.endswith(".gas") and msg.endswith("required"):
+        try:
+            t = cfg["sensors"][int(path.split("[")[1].split("]")[0])]["type"]
+        except (KeyError, IndexError, ValueError, TypeError):
+            return ""
+        gases = fw.config.MQ_GASES.get(t)
+        if gases:
+            return " (the gas %s measures: one of %s)" % (t, ", ".join(gases))
+    return ""
+
+
+# --- a starting config ---------------------------------------------------------------------------
+
+PLACEHOLDERS = {"node_id": "new-node-01", "wifi.ssid": "your-ssid", "wifi.password": "${CITYNODE_WIFI_PASSWORD}",
+                "mqtt.host": "broker.example", "mount_height_cm": 300.0}
+
+
+def starting_config(board, sensors=()):
+    """A config for `board` with every field at its default (required ones filled with a
+    placeholder to replace) and one sensor of each type in `sensors`, pins from the board."""
+    c = fw.config
+    prof = fw.board(board)
+
+    def fill(schema, path=""):
+        out = {}
+        for key, kind, default, lo, hi in schema:
+            p = path + key
+            if isinstance(kind, tuple):
+                out[key] = fill(kind, p + ".")
+            elif p in PLACEHOLDERS:
+                out[key] = PLACEHOLDERS[p]
+            elif kind == "sensors":
+                out[key] = []
+            elif key == "board":
+                out[key] = board
+            elif default is not c.REQ and default is not None:   # unset optional fields stay out
+                out[key] = default
+        return out
+
+    cfg = fill(c._TOP)
+    if prof.get("chip") == "sim":
+        cfg.pop("wifi")
+    if prof.get("safe_pin") is not None:
+        cfg["safe_pin"] = prof["safe_pin"]
+    for t in sensors:
+        if t not in c.SENSORS:
+            raise CheckFailed("unknown sensor type %r (known: %s)" % (t, ", ".join(sorted(c.SENSORS))))
+        mod, schema = c.SENSORS[t]
+        d = {"name": t if sum(1 for x in sensors if x == t) == 1 else "%s_%d" % (t, len(cfg["sensors"]))}
+        d["type"] = t
+        pins = prof.get("defaults", {}).get(mod, {})
+        for key, kind, default, lo, hi in schema:
+            if key in pins:
+                d[key] = pins[key]
+            elif key == "gas":
+                d[key] = c.MQ_GASES[t][0]
+            elif key in PLACEHOLDERS:
+                d[key] = PLACEHOLDERS[key]
+            elif default is not c.REQ and default is not None:
+                d[key] = default
+        cfg["sensors"].append(d)
+    return cfg
 
 
 def apply_secrets(cfg, env=None):

@@ -224,6 +224,67 @@ RESUME = click.option("--no-reset", is_flag=True,
                       help="Leave the node in the REPL (default: soft-reset it back to work).")
 
 
+@config.command("new")
+@click.option("--board", required=True, help="The board profile (esp32-generic, esp32-s3, sim).")
+@click.option("--sensor", "sensors", multiple=True, metavar="TYPE",
+              help="Add a sensor of this type with every field at its default (repeatable).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (default: print).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def config_new(board, sensors, output, force):
+    """A starting config.json with every field at its default and placeholders to replace.
+
+    \b
+    Examples:
+      citynode config new --board esp32-generic --sensor hcsr04 --sensor bme280 -o node.json
+      citynode config new --board sim --sensor mq135"""
+    from .. import configtool, fw
+    if board not in fw.board_names():
+        raise click.BadParameter("unknown board %r (known: %s)" % (board, ", ".join(fw.board_names())),
+                                 param_hint="--board")
+    text = configtool.encode(configtool.starting_config(board, sensors))
+    if not output:
+        click.echo(text, nl=False)
+        return
+    if os.path.exists(output) and not force:
+        raise click.BadParameter("%s exists (overwrite it with --force)" % output, param_hint="--output")
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+    click.echo("%s: a starting config for %s; replace the placeholders, then: citynode config validate %s"
+               % (output, board, output), err=True)
+
+
+@config.command("diff")
+@click.argument("file", type=click.Path(dir_okay=False))
+@RESUME
+@TIMEOUT
+@common
+@click.pass_obj
+def config_diff(obj, file, no_reset, timeout):
+    """What pushing FILE would change on the node (secrets masked).
+
+    \b
+    Example:
+      citynode config diff node.json --port /dev/ttyUSB0"""
+    from .. import configtool
+    new = configtool.apply_secrets(configtool.load_json(file))
+    if not isinstance(new, dict):
+        raise CheckFailed("%s: not a JSON object" % file)
+    with _device(obj, timeout) as dev:
+        old = configtool.node_config(dev)
+        dev.leave() if no_reset else dev.soft_reset()
+    changes = configtool.diff(old, new)
+    if obj.json:
+        click.echo(json.dumps({"same": not changes, "node_has_config": old is not None,
+                               "changes": [{"key": k, "node": a, "file": b} for k, a, b in changes]}))
+        return
+    if old is None:
+        click.echo("the node has no config.json: everything is new")
+    for line in configtool.diff_lines(changes):
+        click.echo(line)
+
+
+
+
 def _pull(obj, timeout, no_reset):
     # Reading a config interrupts the firmware (Ctrl-C); a node left in the REPL stops
     # publishing, so unless asked, it is soft-reset back to work as deploy and push do.
