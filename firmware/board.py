@@ -230,6 +230,11 @@ class SimWDT:
         self.feeds += 1
 
 
+def reset():
+    """A hard reset of the chip, as machine.reset() (citynode reset --hard on a virtual node)."""
+    (SimSystem() if SIM else Esp32(None)).reset()
+
+
 def chip_info():
     """Chip, MAC, flash size and last reset cause, without opening any peripheral."""
     return (SimSystem() if SIM else Esp32(None)).chip_info()

@@ -442,3 +442,19 @@ def test_logs_follows_the_node_without_stopping_it(sim, broker):
     texts = [k["line"] for k in kept]
     assert "citynode: link: lost" in texts and texts[0].startswith("citynode: node ft-01 boot %d" % boot), texts
     assert all(k["ts"] <= time.time() for k in kept)
+
+
+def test_reset_soft_and_hard(sim, broker):
+    from helpers import Sub
+    node = sim()
+    boot = lambda: json.loads((node.flash / "state.json").read_text())["boot"]  # noqa: E731
+    with Sub(broker, "bdg/ft-01/status") as sub:
+        b0 = boot()
+        r = cli("reset", "--port", node.port)
+        assert r.exit_code == 0 and r.output.strip() == "%s: soft reset; the node starts main.py again" % node.port
+        sub.wait(lambda m: not m.retain and b'"boot": %d' % (b0 + 1) in m.payload, 20, what="the birth after reset")
+        r = cli("--json", "reset", "--hard", "--port", node.port)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout) == {"ok": True, "port": node.port, "hard": True, "how": "machine.reset() on the node"}
+        sub.wait(lambda m: not m.retain and b'"boot": %d' % (b0 + 2) in m.payload, 20, what="the birth after --hard")
+    assert node.proc.poll() is None

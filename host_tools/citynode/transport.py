@@ -244,6 +244,26 @@ class Device:
             _INT["deferred"] = False
         _INT["reports"].append((self.port, self.state, ok))
 
+    def hard_reset(self):
+        """Reset the chip. A board through its auto-reset circuit (RTS drives EN low, DTR held
+        released so IO0 stays high and it boots the firmware): works even when the firmware
+        hangs. A virtual node (a pty, no modem lines) through machine.reset() on its REPL."""
+        from .provision import is_virtual
+        if not is_virtual(self.port):
+            with self._errors("resetting the chip"):
+                s = self.t.serial
+                s.dtr = False
+                s.rts = True
+                time.sleep(0.1)
+                s.rts = False
+            self.in_raw = False
+            return "EN pulled low by RTS"
+        self.raw()
+        with self._errors("resetting the chip"):
+            self.t.exec_raw_no_follow("import board\nboard.reset()\n")
+        self.in_raw = False
+        return "machine.reset() on the node"
+
     def leave(self):
         """Back to the friendly REPL without a reset (the state a technician expects)."""
         if self.in_raw and self.t is not None:

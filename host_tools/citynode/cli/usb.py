@@ -7,7 +7,7 @@ import time
 import click
 
 from ..errors import CheckFailed, CitynodeError
-from .base import common, node_port, print_json
+from .base import common, json_option, node_port, print_json
 
 TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
                        envvar="CITYNODE_TIMEOUT", help="Seconds the node may stay silent.")
@@ -26,12 +26,19 @@ def _emit(obj, doc, text):
 
 
 @click.command()
-@common
+@click.option("--probe", is_flag=True,
+              help="Ask each ESP32 board for its node_id over its REPL (the board is soft-reset afterwards).")
+@json_option
 @click.pass_obj
-def ports(obj):
-    """List serial ports, marking ESP32 boards and running virtual nodes."""
+def ports(obj, probe):
+    """List serial ports, marking ESP32 boards and running virtual nodes, with their node_id.
+
+    \b
+    Examples:
+      citynode ports
+      citynode ports --probe --json"""
     from .. import ports as portlib
-    found = portlib.scan()
+    found = portlib.scan(probe=probe)
     if obj.json:
         click.echo(json.dumps(found))
         return
@@ -41,10 +48,10 @@ def ports(obj):
     from rich.console import Console
     from rich.table import Table
     t = Table(box=None, header_style="bold")
-    for col in ("port", "kind", "chip / node", "usb", "description"):
+    for col in ("port", "kind", "chip", "node", "usb", "description"):
         t.add_column(col)
     for p in found:
-        t.add_row(p["port"], p["kind"], p["bridge"] or p.get("node_id") or "", p["usb"] or "", p["description"])
+        t.add_row(p["port"], p["kind"], p["bridge"] or "", p.get("node_id") or "", p["usb"] or "", p["description"])
     Console(soft_wrap=True).print(t)
 
 
@@ -60,7 +67,12 @@ def ports(obj):
 @common
 @click.pass_obj
 def deploy(obj, dry_run, no_reset, source, src, prune, timeout):
-    """Compile the firmware for the node and copy what changed, main.py last."""
+    """Compile the firmware for the node and copy what changed, main.py last.
+
+    \b
+    Examples:
+      citynode deploy -p /dev/ttyUSB0
+      citynode deploy --dry-run"""
     from .. import deploy as deploylib
     if src and not os.path.isdir(os.path.join(src, "firmware")):
         raise click.BadParameter("%s has no firmware/ directory" % src, param_hint="--src")
@@ -126,10 +138,15 @@ def config():
 @config.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--defaults", type=click.Path(dir_okay=False), help="Site defaults (for an inventory CSV).")
-@common
+@json_option
 @click.pass_obj
 def config_validate(obj, file, defaults):
-    """Check a config.json, or every row of an inventory CSV, with the firmware's validator."""
+    """Check a config.json, or every row of an inventory CSV, with the firmware's validator.
+
+    \b
+    Examples:
+      citynode config validate node.json
+      citynode config validate fleet.csv --defaults site.json"""
     from .. import configtool
     if file.lower().endswith(".csv"):
         d = configtool.load_json(defaults, "defaults") if defaults else None
@@ -306,7 +323,11 @@ def _pull(obj, timeout, no_reset):
 @common
 @click.pass_obj
 def config_show(obj, no_reset, timeout):
-    """Print the node's config.json, secrets as ***."""
+    """Print the node's config.json, secrets as ***.
+
+    \b
+    Example:
+      citynode config show -p /dev/ttyUSB0"""
     from .. import configtool
     port, text = _pull(obj, timeout, no_reset)
     try:
@@ -326,7 +347,11 @@ def config_show(obj, no_reset, timeout):
 @common
 @click.pass_obj
 def config_pull(obj, file, no_reset, timeout):
-    """Copy the node's config.json (secrets included) to FILE, or print it."""
+    """Copy the node's config.json (secrets included) to FILE, or print it.
+
+    \b
+    Example:
+      citynode config pull wl-01.json -p /dev/ttyUSB0"""
     port, text = _pull(obj, timeout, no_reset)
     if not file:
         click.echo(text, nl=not text.endswith("\n"))
@@ -404,3 +429,30 @@ def logs(obj, since_boot, seconds, timeout):
             show(ts, text)
     except KeyboardInterrupt:   # the usual way to stop following: not an error
         transport.clear_interrupt()
+
+
+# --- reset --------------------------------------------------------------------------------------
+
+@click.command("reset")
+@click.option("--hard", is_flag=True,
+              help="Reset the chip (EN through RTS on a board) instead of a soft reset of MicroPython.")
+@TIMEOUT
+@common
+@click.pass_obj
+def reset(obj, hard, timeout):
+    """Restart the node: a soft reset (MicroPython restarts, boot.py and main.py run again; the
+    chip, its uptime and an MQ heater's warm-up carry on), or --hard, the chip itself.
+
+    \b
+    Examples:
+      citynode reset --port /dev/ttyUSB0
+      citynode reset --hard"""
+    with _device(obj, timeout) as dev:
+        if hard:
+            how = dev.hard_reset()
+        else:
+            dev.raw()
+            dev.soft_reset()
+            how = "soft reset"
+    _emit(obj, {"ok": True, "port": dev.port, "hard": hard, "how": how},
+              "%s: %s; the node starts main.py again" % (dev.port, how))

@@ -315,8 +315,10 @@ class SimNode:
                     if self._loader(pump.loader_pending) is None:
                         return
                     reset, run_main, raw = "hard", True, False
+                    self._power_on_ms = time.time_ns() // 1000000
                     continue
-                if event is None and code in RESTARTS:
+                if (event is None or event == "raw") and code in RESTARTS:
+                    # machine.reset() from the REPL too (citynode reset --hard): a chip reset
                     event = "exit:%d" % code
                 if event and event.startswith("exit:"):
                     n = int(event[5:])
