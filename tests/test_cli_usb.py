@@ -215,3 +215,78 @@ def test_sim_without_the_unix_port_says_how_to_get_it(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 3 and len(lines) == 1, r
     assert "no MicroPython unix port" in lines[0] and "citynode[sim]" in lines[0], lines
+
+
+# --- issue 13: ports, --port where a port is used, JSON errors, examples, completion -------------
+
+def test_ports_sort_naturally_and_show_the_node_id_on_the_flash(tmp_path, runtime, comports):
+    comports += [fake_port("/dev/ttyUSB10", 0x10C4, 0xEA60), fake_port("/dev/ttyUSB9", 0x10C4, 0xEA60)]
+    reg = runtime / "citynode"
+    reg.mkdir()
+    for n, nid in ((10, "started-as-10"), (8, "started-as-8")):
+        pts = tmp_path / ("pts-%d" % n)
+        pts.write_text("")
+        flash = tmp_path / ("flash-%d" % n)
+        flash.mkdir()
+        reg.joinpath("sim-%d.json" % n).write_text(json.dumps({"port": str(pts), "flash": str(flash), "node_id": nid,
+                                                             "pid": os.getpid(), "baud": None}))
+    # node 8's config was pushed since it started: ports shows what is on its flash now
+    (tmp_path / "flash-8" / "config.json").write_text(json.dumps({"node_id": "wl-pushed-08"}))
+    r = cli(["ports", "--json"])
+    got = [(p["port"], p["node_id"]) for p in json.loads(r.stdout)]
+    assert got == [("/dev/ttyUSB9", None), ("/dev/ttyUSB10", None), (str(tmp_path / "pts-8"), "wl-pushed-08"),
+                   (str(tmp_path / "pts-10"), "started-as-10")]
+
+
+def test_port_option_only_where_a_port_is_used(tmp_path):
+    for args in (["monitor"], ["sim"], ["cmd"], ["ports"], ["config", "validate"], ["config", "new"], ["provision"]):
+        assert "-p, --port" not in cli(args + ["--help"]).output, args
+    for args in (["deploy"], ["info"], ["logs"], ["reset"], ["config", "push"], ["config", "show"], ["test"],
+                 ["calibrate", "water"], ["flash"]):
+        assert "-p, --port" in cli(args + ["--help"]).output, args
+    assert cli(["--port", "/dev/x", "deploy"]).exit_code == 2
+    missing = str(tmp_path / "ttyUSB7")
+    msg = one_error(cli(["info"], env={"CITYNODE_PORT": missing}), 3)
+    assert msg.startswith(missing + ": no such port")
+
+
+def test_json_failures_are_a_document_on_stdout_too(tmp_path):
+    missing = str(tmp_path / "ttyUSB7")
+    for args in (["--json", "deploy", "-p", missing], ["info", "-p", missing, "--json"]):
+        r = cli(args)
+        assert r.exit_code == 3
+        doc = json.loads(r.stdout)
+        assert doc == {"ok": False, "error": "%s: no such port (is the board plugged in? see `citynode ports`)" % missing,
+                       "exit": 3}
+        assert r.stderr.strip() == "Error: " + doc["error"]
+    r = cli(["--json", "config", "validate", str(tmp_path / "none.json")])
+    assert r.exit_code == 1 and json.loads(r.stdout)["exit"] == 1
+
+
+def _commands(cmd, name="citynode"):
+    import click
+    if isinstance(cmd, click.Group):
+        for n, c in cmd.commands.items():
+            yield from _commands(c, name + " " + n)
+    else:
+        yield name, cmd
+
+
+def test_every_command_help_ends_with_examples():
+    for name, _ in _commands(main):
+        out = cli(name.split()[1:] + ["--help"]).output.rstrip().splitlines()
+        tail = out[-5:]
+        assert any(ln.strip().startswith(("Example", "Examples")) for ln in out[-8:]), (name, tail)
+        assert any(ln.strip().startswith("citynode " + name.split()[1]) for ln in tail), (name, tail)
+
+
+@pytest.mark.parametrize("shell, mark", [("bash", "complete -o nosort -F _citynode_completion citynode"),
+                                         ("zsh", "#compdef citynode"), ("fish", "complete --no-files --command citynode")])
+def test_shell_completion_script_generates(shell, mark):
+    exe = str(Path(sys.executable).with_name("citynode"))
+    r = subprocess.run([exe], env=dict(os.environ, _CITYNODE_COMPLETE="%s_source" % shell),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and mark in r.stdout, r.stdout[-300:]
+    r = subprocess.run([exe], env=dict(os.environ, _CITYNODE_COMPLETE="bash_complete", COMP_WORDS="citynode lo",
+                                       COMP_CWORD="1"), capture_output=True, text=True, timeout=30)
+    assert "plain,logs" in r.stdout.split()

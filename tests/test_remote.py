@@ -115,3 +115,13 @@ def test_a_sleeping_node_gets_its_command_at_its_next_wake(nodes, broker):
         wait_for(lambda: json.loads((n.flash / "config.json").read_text())["interval_s"] == 4, 10)
         wait_for(lambda: [m for m in sub.all(lambda m: b'"asleep"' in m.payload) if b'"sleep_s":4' in m.payload], 30,
                  what="asleep with the new interval")
+
+
+def test_monitor_with_no_nodes_under_its_prefix_names_the_ones_it_sees(nodes, broker):
+    nodes(sim_config("mon-01", interval=60))
+    online(broker, "mon-01")
+    r = CliRunner().invoke(main, ["monitor", "--broker", broker.address, "--prefix", "bandung", "--once", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip() == "no nodes under bandung/ on %s; nodes are under: city/ (1) (use --prefix)" % broker.address
+    r = CliRunner().invoke(main, ["monitor", "--broker", broker.address, "--once", "0.5"])
+    assert r.exit_code == 0 and "mon-01" in r.stdout and "no nodes under" not in r.stderr

@@ -405,6 +405,45 @@ def _stop(c):
         c.loop_stop()
 
 
+def wait_quiet(last, quiet_s=0.3, most_s=3.0):
+    """Wait until `last()` (the monotonic time of the latest message) is `quiet_s` old: the
+    retained messages a subscription brings have all come. At most `most_s`."""
+    end = time.monotonic() + most_s
+    while time.monotonic() < end and time.monotonic() - last() < quiet_s:
+        time.sleep(0.05)
+
+
+def prefixes(broker, most_s=3.0):
+    """{prefix: number of nodes} of every retained node status on the broker, for prefixes of
+    one or two levels: where the nodes are when there are none where we looked."""
+    seen, mark = {}, [time.monotonic()]
+    lock = threading.Lock()
+
+    def on(client, userdata, msg):
+        parts = msg.topic.split("/")
+        if msg.retain and parts[-1] == "status":
+            with lock:
+                seen.setdefault("/".join(parts[:-2]), set()).add(parts[-2])
+                mark[0] = time.monotonic()
+
+    c = connect(broker, on_message=on, subscriptions=[("+/+/status", 1), ("+/+/+/status", 1)])
+    try:
+        wait_quiet(lambda: mark[0], most_s=most_s)
+    finally:
+        _stop(c)
+    with lock:
+        return {p: len(n) for p, n in seen.items()}
+
+
+def elsewhere(broker, prefix):
+    """One line naming the prefixes that have nodes, for a monitor that found none under its own."""
+    found = {p: n for p, n in prefixes(broker).items() if p != prefix}
+    if not found:
+        return "no node has a status on %s under any prefix" % broker
+    return "no nodes under %s/ on %s; nodes are under: %s (use --prefix)" % (
+        prefix, broker, ", ".join("%s/ (%d)" % kv for kv in sorted(found.items())))
+
+
 def topics(prefix, share=None):
     """Subscriptions for a monitor. With a shared subscription the broker hands each message to
     one member of the group, so telemetry and events are shared; status stays a plain

@@ -4,7 +4,12 @@ native USB, and the virtual nodes running on this machine.
     from citynode import ports
     for p in ports.scan():
         print(p["port"], p["kind"], p["description"])
+
+Ports sort naturally (/dev/pts/8 before /dev/pts/10). A virtual node's node_id is read from its
+flash (its config.json now, not the one it was started with); a board's, with probe=True, from
+the board itself over its REPL (the board is soft-reset back to work afterwards).
 """
+import re
 
 # VID:PID of the USB-serial chips found on ESP32 boards.
 BRIDGES = {
@@ -37,18 +42,43 @@ def describe(p):
     }
 
 
-def scan(include_virtual=True):
+def natural(port):
+    """Sort key: the digits in a name compare as numbers (pts/8 < pts/10)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", port)]
+
+
+def probe_node_id(port, timeout=3.0):
+    """The node_id in the config.json of the node on `port`, read over its REPL; None when it has
+    none or does not answer. The node is soft-reset back to work."""
+    from . import configtool, transport
+    from .errors import CitynodeError
+    try:
+        with transport.Device(port, timeout) as dev:
+            cfg = configtool.node_config(dev)
+            dev.soft_reset()
+    except CitynodeError:
+        return None
+    return cfg.get("node_id") if cfg else None
+
+
+def scan(include_virtual=True, probe=False):
     """Every port, ESP32 bridges first, then other serial ports, then virtual nodes."""
     from serial.tools import list_ports
     found = [describe(p) for p in list_ports.comports()]
-    found.sort(key=lambda d: (d["kind"] != "esp32", d["port"]))
+    found.sort(key=lambda d: (d["kind"] != "esp32", natural(d["port"])))
+    if probe:
+        for p in found:
+            if p["kind"] == "esp32":
+                p["node_id"] = probe_node_id(p["port"])
     if include_virtual:
         from .sim import running
-        for v in running():
+        from .sim.node import _node_id
+        for v in sorted(running(), key=lambda v: natural(v["port"])):
             found.append({"port": v["port"], "kind": "virtual", "bridge": None, "usb": None,
                           "description": "citynode sim, flash %s%s" % (
                               v.get("flash"), ", %d baud" % v["baud"] if v.get("baud") else ""),
-                          "serial_number": None, "node_id": v.get("node_id"), "pid": v.get("pid")})
+                          "serial_number": None, "node_id": (_node_id(v["flash"]) if v.get("flash") else None) or v.get("node_id"),
+                          "pid": v.get("pid")})
     return found
 
 

@@ -83,13 +83,10 @@ class _Session:
 
     def settle(self):
         """Wait until the retained statuses have arrived (the broker quiet for a moment)."""
-        end = time.monotonic() + RETAINED_MAX_S
-        while time.monotonic() < end:
+        def last():
             with self.lock:
-                quiet = time.monotonic() - self.last
-            if quiet >= RETAINED_QUIET_S:
-                return
-            time.sleep(0.05)
+                return self.last
+        monitor.wait_quiet(last, RETAINED_QUIET_S, RETAINED_MAX_S)
 
     def publish(self, node_id, doc):
         info = self.c.publish("%s/%s/cmd" % (self.prefix, node_id), json.dumps(doc), qos=1)

@@ -17,8 +17,8 @@ class Ctx:
 
 
 def common(f):
-    """--port and --json on the command itself too (`citynode deploy --port X` as well as
-    `citynode --port X deploy`); the merged values land in ctx.obj."""
+    """--port (or CITYNODE_PORT) and --json on a command that talks to a node over USB; --json
+    may also come before the command (`citynode --json info`); the values land in ctx.obj."""
     def port_cb(ctx, param, value):
         if value:
             ctx.find_object(Ctx).port = value
@@ -31,7 +31,7 @@ def common(f):
 
     f = click.option("--json", "_json", is_flag=True, expose_value=False, callback=json_cb,
                      help="Print one JSON document instead of tables.")(f)
-    f = click.option("--port", "-p", "_port", expose_value=False, callback=port_cb,
+    f = click.option("--port", "-p", "_port", expose_value=False, callback=port_cb, envvar="CITYNODE_PORT",
                      help="Serial port of the node (or CITYNODE_PORT).")(f)
     return f
 

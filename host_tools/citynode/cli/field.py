@@ -3,7 +3,7 @@ fieldtest.py, calibrate.py and provision.py; views.py draws their results."""
 import click
 
 from . import views
-from .base import broker_options, common, console, node_port, print_json
+from .base import broker_options, common, console, json_option, node_port, print_json
 
 
 @click.command("test")
@@ -16,7 +16,12 @@ from .base import broker_options, common, console, node_port, print_json
 @common
 @click.pass_context
 def test_cmd(ctx, samples, broker, report_dir, online_timeout, user, password, tls):
-    """The field test: every sensor, Wi-Fi, the broker connection and a telemetry round trip. PASS/FAIL."""
+    """The field test: every sensor, Wi-Fi, the broker connection and a telemetry round trip. PASS/FAIL.
+
+    \b
+    Examples:
+      citynode test -p /dev/ttyUSB0 --report reports/
+      citynode test --broker staging.local:1883 --samples 10"""
     from .. import fieldtest
 
     rep = fieldtest.run(node_port(ctx.obj), samples, broker, user, password, tls, online_s=online_timeout)
@@ -115,11 +120,15 @@ def _csv(ctx, param, value):
 @click.option("--reset-calibration", is_flag=True,
               help="Replace the nodes' calibrations (offset_cm, r0_kohm) with the inventory's.")
 @broker_options
-@common
+@json_option
 @click.pass_context
 def provision_cmd(ctx, inventory, ports, firmware, skip_flash, erase, nodes, defaults, samples, broker, report_dir,
                   online_timeout, src, secrets_dir, reset_calibration, user, password, tls):
-    """Flash, deploy, config and field-test several nodes at once, one worker per port."""
+    """Flash, deploy, config and field-test several nodes at once, one worker per port.
+
+    \b
+    Example:
+      citynode provision --inventory fleet.csv --defaults site.json --ports /dev/ttyUSB0,/dev/ttyUSB1 --firmware fw.bin"""
     from .. import provision
 
     rows = provision.provision(inventory, ports, firmware, nodes, defaults, skip_flash, erase, samples, broker,

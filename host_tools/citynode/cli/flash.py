@@ -13,7 +13,11 @@ from .base import common, node_port, print_json
 @common
 @click.pass_context
 def flash_cmd(ctx, firmware, erase, baud):
-    """Write a MicroPython image with esptool: chip detected, image checked, offset by chip."""
+    """Write a MicroPython image with esptool: chip detected, image checked, offset by chip.
+
+    \b
+    Example:
+      citynode flash --firmware ESP32_GENERIC-v1.24.1.bin -p /dev/ttyUSB0"""
     from .. import flash
 
     r = flash.flash(node_port(ctx.obj), firmware, erase=erase, baud=baud)

@@ -1,7 +1,7 @@
 """`citynode monitor`: the fleet as the broker sees it, around monitor.py (views.py draws it)."""
 import click
 
-from .base import broker_options, common
+from .base import broker_options, json_option
 
 
 @click.command("monitor")
@@ -11,10 +11,15 @@ from .base import broker_options, common
 @click.option("--once", "seconds", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
               help="Watch for SECONDS, print the result and exit.")
 @broker_options
-@common
+@json_option
 @click.pass_context
 def monitor_cmd(ctx, broker, prefix, share, seconds, user, password, tls):
-    """Live view of a fleet from the broker: online/offline, last seen, values, lost and duplicated readings."""
+    """Live view of a fleet from the broker: online/offline, last seen, values, lost and duplicated readings.
+
+    \b
+    Examples:
+      citynode monitor --broker broker.local --prefix bandung
+      citynode monitor --broker broker.local --once 60 --json > fleet.jsonl"""
     from .. import monitor
 
     b = monitor.parse_broker(broker, user, password, tls)

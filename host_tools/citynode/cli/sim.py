@@ -5,7 +5,7 @@ import re
 import click
 
 from ..errors import CitynodeError
-from .base import common
+from .base import json_option
 
 
 def _broker(ctx, param, value):
@@ -36,10 +36,15 @@ def _file_error(e, flash):
 @click.option("--empty", is_flag=True, help="Do not install the firmware on an empty flash.")
 @click.option("--chip", type=click.Choice(["ESP32", "ESP32-S3"]), default="ESP32", show_default=True,
               help="What the node's ROM loader tells esptool it is (--serial).")
-@common
+@json_option
 @click.pass_obj
 def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, empty, chip):
-    """Run the firmware on a virtual node (the MicroPython unix port)."""
+    """Run the firmware on a virtual node (the MicroPython unix port).
+
+    \b
+    Examples:
+      citynode sim --serial --flash /tmp/node1 --config node.json --broker 127.0.0.1:1883
+      citynode sim --serial --nodes 3 --flash /tmp/fleet --baud 115200"""
     from .. import sim as simlib
     if heapsize and not re.fullmatch(r"\d+[kKmM]?", heapsize):
         raise click.BadParameter("expected a size such as 120k or 2M", param_hint="--heapsize")

@@ -190,7 +190,11 @@ def monitor(broker, prefix="city", share=None, json_out=False, seconds=None, out
         pass
     finally:
         w.stop()
-    return w.snapshot()
+    rows, totals = w.snapshot()
+    if not rows:
+        # nothing under our prefix: say where the nodes are (a wrong --prefix is the usual cause)
+        sys.stderr.write(monitorlib.elsewhere(broker, prefix) + "\n")
+    return rows, totals
 
 
 def _sleep_until(end):
@@ -213,9 +217,17 @@ def _table_loop(w, end, out):
             con.print(fleet_table(rows, totals, w.broker, w.share, w.connected))
         return
 
+    hint = []
+    t0 = time.monotonic()
+
     def table():
         rows, totals = w.snapshot()
-        return fleet_table(rows, totals, w.broker, w.share, w.connected)
+        if not rows and not hint and time.monotonic() - t0 > 2:
+            hint.append(monitorlib.elsewhere(w.broker, w.prefix))
+        t = fleet_table(rows, totals, w.broker, w.share, w.connected)
+        if hint and not rows:
+            t.caption += "\n" + hint[0]
+        return t
 
     with Live(table(), console=con, refresh_per_second=2) as live:
         while end is None or time.monotonic() < end:
