@@ -239,7 +239,8 @@ def test_ports_sort_naturally_and_show_the_node_id_on_the_flash(tmp_path, runtim
 
 
 def test_port_option_only_where_a_port_is_used(tmp_path):
-    for args in (["monitor"], ["sim"], ["cmd"], ["ports"], ["config", "validate"], ["config", "new"], ["provision"]):
+    for args in (["monitor"], ["sim"], ["cmd"], ["ports"], ["config", "validate"], ["config", "new"], ["provision"],
+                 ["firmware", "list"], ["firmware", "download"]):
         assert "-p, --port" not in cli(args + ["--help"]).output, args
     for args in (["deploy"], ["info"], ["logs"], ["reset"], ["config", "push"], ["config", "show"], ["test"],
                  ["calibrate", "water"], ["flash"]):

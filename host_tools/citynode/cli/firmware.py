@@ -3,7 +3,7 @@ import json
 
 import click
 
-from .base import common
+from .base import json_option
 
 
 @click.group("firmware")
@@ -12,10 +12,14 @@ def firmware_grp():
 
 
 @firmware_grp.command("list")
-@common
+@json_option
 @click.pass_obj
 def list_cmd(obj):
-    """Show the supported images: board, MicroPython version, size, SHA-256, source, cached."""
+    """Show the supported images: board, MicroPython version, size, SHA-256, source, cached.
+
+    \b
+    Example:
+      citynode firmware list"""
     from .. import images
 
     rows = images.listing()
@@ -39,10 +43,15 @@ def list_cmd(obj):
 @click.option("--mirror", metavar="URL", envvar="CITYNODE_FIRMWARE_MIRROR",
               help="Base URL that has the image files (a city's own mirror); or CITYNODE_FIRMWARE_MIRROR.")
 @click.option("--sha256", metavar="HASH", help="Expected SHA-256, for an image whose hash is not pinned yet.")
-@common
+@json_option
 @click.pass_obj
 def download_cmd(obj, board, mirror, sha256):
-    """Fetch an image into the cache; its SHA-256 must match, or nothing is kept."""
+    """Fetch an image into the cache; its SHA-256 must match, or nothing is kept.
+
+    \b
+    Examples:
+      citynode firmware download --board ESP32_GENERIC
+      citynode firmware download --mirror https://files.kota.example/micropython/"""
     from .. import images
 
     bar = None
