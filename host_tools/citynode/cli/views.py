@@ -88,7 +88,7 @@ def node_info(d):
         ("node_id", d.get("node_id") or "(no config.json)"), ("boot", d.get("boot")), ("last reset", d.get("reset")),
         ("free heap", _size(d.get("heap_free"))), ("free flash", _size(d.get("flash_free"))),
         ("config", "board %s, site %s, every %s s%s, broker %s:%s prefix %s%s%s" % (
-            c.get("board"), c.get("site"), c.get("interval_s"), " (deep sleep)" if c.get("deep_sleep") else "",
+            c.get("board"), c.get("site") or "-", c.get("interval_s"), " (deep sleep)" if c.get("deep_sleep") else "",
             mq.get("host"), mq.get("port"), mq.get("prefix"), " TLS" if mq.get("tls") else "",
             ", wifi %s" % c["wifi"]["ssid"] if c.get("wifi") else "") if c else "none"),
         ("sensors", ", ".join(c.get("sensors") or []) or "none"),
