@@ -372,3 +372,14 @@ def test_config_diff_compares_a_file_with_the_node(tmp_path, node):
     r = cli(["config", "diff", str(p), "--port", node.port, "--no-reset", "--json"])
     assert json.loads(r.stdout) == {"same": True, "node_has_config": True, "changes": []}
     assert json.loads((node.flash / "config.json").read_text()) == cfg
+
+
+def test_an_explicitly_empty_secret_is_not_missing(tmp_path):
+    cfg = json.loads((EXAMPLES / "contract.json").read_text())
+    cfg["wifi"]["password"] = ""          # an open network
+    del cfg["mqtt"]["password"]
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(cfg))
+    assert one_error(cli(["config", "validate", str(p)])) == \
+        "mqtt.password: missing secret (set CITYNODE_MQTT_PASSWORD)"
+    assert cli(["config", "validate", str(p)], env={"CITYNODE_MQTT_PASSWORD": "m"}).exit_code == 0

@@ -185,7 +185,7 @@ def missing_secrets(cfg, skip=()):
         m = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", v) if isinstance(v, str) else None
         if m:
             out.append(("%s.%s" % (sec, key), m.group(1)))
-        elif v in (None, ""):
+        elif v is None:   # absent; an explicit "" is an open network / a broker without one
             out.append(("%s.%s" % (sec, key), var))
     return out
 
