@@ -248,7 +248,7 @@ class Device:
         """Reset the chip. A board through its auto-reset circuit (RTS drives EN low, DTR held
         released so IO0 stays high and it boots the firmware): works even when the firmware
         hangs. A virtual node (a pty, no modem lines) through machine.reset() on its REPL."""
-        from .provision import is_virtual
+        from .flash import is_virtual
         if not is_virtual(self.port):
             with self._errors("resetting the chip"):
                 s = self.t.serial
