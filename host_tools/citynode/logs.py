@@ -7,9 +7,10 @@ the lines it kept in RAM since it booted (main.py's RING), read from the REPL.
         print(ts, line)
     kept = logs.since_boot("/dev/ttyUSB0")     # [(unix time, "link: lost"), ...]; soft-resets the node
 
-Opening the port leaves DTR and RTS released: on an ESP32 board's auto-reset circuit, toggling
-them resets the chip or holds it in its bootloader.
+Opening the port never resets the node: DTR and RTS are released in the order that keeps an ESP32
+board's auto-reset circuit from pulling EN low (it resets the chip when DTR is low and RTS high).
 """
+import errno
 import time
 
 from . import transport
@@ -41,19 +42,25 @@ def since_boot(port, timeout=5.0):
 
 
 def open_passive(port):
-    """The serial port opened without touching DTR/RTS and without a byte written."""
+    """The serial port opened without resetting the node and without a byte written."""
     why = transport.diagnose(port)
     if why:
         raise Unreachable(why)
     import serial
-    s = serial.Serial()
-    s.port, s.baudrate, s.timeout = port, 115200, 0.2
-    s.dtr = False
-    s.rts = False
     try:
-        s.open()
+        s = serial.Serial(port, 115200, timeout=0.2)
+        # Opened with both lines asserted, as the kernel does: EN and IO0 stay high. Released
+        # RTS first: (DTR, RTS) goes (1,1) -> (1,0) -> (0,0) and never through (0,1), the state
+        # in which an ESP32 board's auto-reset circuit pulls EN low.
     except (OSError, serial.SerialException) as e:
         raise Unreachable("%s: %s" % (port, e))
+    try:
+        s.rts = False
+        s.dtr = False
+    except OSError as e:
+        if e.errno not in (errno.ENOTTY, errno.EINVAL):   # a pty (a virtual node) has no modem lines
+            s.close()
+            raise Unreachable("%s: %s" % (port, e))
     return s
 
 
