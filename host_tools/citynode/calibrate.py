@@ -187,7 +187,7 @@ class _session:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            if self.dev.t is not None:
+            if self.dev.t is not None and not transport.interrupted():
                 self.running = fieldtest.restart(self.dev)
         except CitynodeError:
             if exc_type is None:

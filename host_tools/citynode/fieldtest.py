@@ -331,7 +331,7 @@ def run(port, samples=5, broker=None, user=None, password=None, tls=False, onlin
         t["restart"] = round(time.monotonic() - reset_at, 2)
         handed_on = True
     finally:
-        if reset_at is None and dev.t is not None:
+        if reset_at is None and dev.t is not None and not transport.interrupted():
             # Whatever went wrong, leave the node running its firmware, not sitting in the REPL.
             try:
                 restart(dev)

@@ -118,7 +118,7 @@ def _one(port, node_id, cfg, files, opts, log):
     try:
         usb_ok = step("flash", do_flash) and step("deploy", do_deploy) and step("config", do_config)
     finally:
-        if dev.t is not None and dev.in_raw:
+        if dev.t is not None and dev.in_raw and not transport.interrupted():
             try:
                 fieldtest.restart(dev)  # a failed step leaves the node running, not in the REPL
             except CitynodeError:

@@ -37,6 +37,12 @@ def on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+def interrupted():
+    """A Ctrl-C is on its way out: leave the node to Device.close(), which stops what runs on it
+    first (a soft reset alone would wait behind the code still running)."""
+    return _INT["hit"]
+
+
 def clear_interrupt():
     _INT.update(hit=False, busy=False, deferred=False, reports=[])
 
