@@ -458,3 +458,24 @@ def test_reset_soft_and_hard(sim, broker):
         assert json.loads(r.stdout) == {"ok": True, "port": node.port, "hard": True, "how": "machine.reset() on the node"}
         sub.wait(lambda m: not m.retain and b'"boot": %d' % (b0 + 2) in m.payload, 20, what="the birth after --hard")
     assert node.proc.poll() is None
+
+
+def test_ctrl_c_during_a_calibration_leaves_the_node_at_work(sim, broker):
+    from helpers import Sub, wait_for
+    node = sim()
+    with Sub(broker, "bdg/ft-01/status") as sub:
+        p = subprocess.Popen([CITYNODE, "calibrate", "gas", "--port", node.port, "--minutes", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(4)                      # watching Rs: the probe runs on the node
+            assert p.poll() is None
+            n = len(sub.all())
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert p.returncode == 130, err
+        assert err.strip().splitlines() == ["interrupted: %s: unchanged; node back at work (soft reset)" % node.port], err
+        wait_for(lambda: [m for m in sub.all()[n:] if b'"online"' in m.payload], 10, what="the node back online")
+    assert "r0_kohm" not in node.config()["sensors"][2]

@@ -48,6 +48,16 @@ def parked(pid):
     return nr.isdigit() and nr != _FUTEX
 
 
+def reading_stdin(pid):
+    """True when the process waits in read(0, ...): a REPL prompt or a raw paste taking input."""
+    try:
+        with open("/proc/%d/syscall" % pid) as f:
+            parts = f.read().split()
+    except OSError:
+        return True   # nothing to go by: assume it reads what we write
+    return len(parts) > 1 and parts[0] == "0" and int(parts[1], 16) == 0
+
+
 def hung_up(fd):
     """True while nobody has the client side of the pty whose master is `fd` open."""
     p = select.poll()

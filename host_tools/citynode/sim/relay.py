@@ -169,6 +169,13 @@ class Pump:
             if not ptys.parked(self.n.pid) and now - self.cc_since < 2.0:
                 return 0
             self.cc_since = None
+            if self.raw and not ptys.reading_stdin(self.n.pid):
+                # Code run from the raw REPL: a board's UART sees the Ctrl-C at once, but the unix
+                # port reads no input while it runs (raw mode, no ISIG): raise it as a signal.
+                try:
+                    os.kill(self.n.pid, signal.SIGINT)
+                except OSError:
+                    pass
             i = chunk.find(b"\x03", 1)
         else:
             i = chunk.find(b"\x03")
