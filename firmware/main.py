@@ -109,16 +109,16 @@ board.FW = FWDIR   # this firmware's board profiles are in its own directory
 OUTBOX_DIR = "outbox.d"
 
 
-# The last lines logged in this boot, in RAM (ticks_ms, text): `citynode logs --since-boot` reads
-# them from the REPL. RAM, not a flash file: a broker outage logs every retry, and the lines are
-# read over the same USB cable that shows them live anyway.
-LOG_KEEP = 24
+# The last lines logged in this boot, in RAM ("<ticks_ms> <text>"): `citynode logs --since-boot`
+# reads them from the REPL. RAM, not a flash file: a broker outage logs every retry, and the lines
+# are read over the same USB cable that shows them live anyway. 16 lines: ~2 KB on the unix port.
+LOG_KEEP = 16
 RING = []
 
 
 def log(msg):
     print("citynode:", msg)
-    RING.append((time.ticks_ms(), msg))
+    RING.append("%d %s" % (time.ticks_ms(), msg))
     if len(RING) > LOG_KEEP:
         RING.pop(0)
 

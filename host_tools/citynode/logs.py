@@ -17,7 +17,7 @@ from . import transport
 from .errors import CheckFailed, Unreachable
 
 TICKS_PERIOD = 1 << 30   # MicroPython's ticks_ms wrap
-_RING = ("import time\nprint(time.ticks_ms())\ntry:\n for t,l in RING:print(t,l)\n"
+_RING = ("import time\nprint(time.ticks_ms())\ntry:\n for l in RING:print(l)\n"
          "except NameError:print('NORING')\n")
 
 
