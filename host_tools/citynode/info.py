@@ -42,10 +42,12 @@ except Exception:
 n=os.listdir()
 d['frozen']=d['firmware'] is not None and 'node.py' not in n and 'node.mpy' not in n
 d['boot']=(_j('state.json') or {}).get('boot')
-try:
- s=os.statvfs('');d['flash_free']=s[0]*s[3]
-except Exception:
- d['flash_free']=None
+d['flash_free']=None
+for p in ('','/'):
+ try:
+  s=os.statvfs(p);d['flash_free']=s[0]*s[3];break
+ except Exception:
+  pass
 d['crash']=_j('crash.json')
 d['crash_reported']=d['crash'] is None
 if d['crash'] is None:d['crash']=_j('crash.last.json')
