@@ -275,7 +275,7 @@ def _commands(cmd, name="citynode"):
 
 def test_every_command_help_ends_with_examples():
     for name, _ in _commands(main):
-        out = cli(name.split()[1:] + ["--help"]).output.rstrip().splitlines()
+        out = cli(name.split()[1:] + ["--help"]).stdout.rstrip().splitlines()
         tail = out[-5:]
         assert any(ln.strip().startswith(("Example", "Examples")) for ln in out[-8:]), (name, tail)
         assert any(ln.strip().startswith("citynode " + name.split()[1]) for ln in tail), (name, tail)

@@ -3,7 +3,7 @@ import json
 
 import click
 
-from .base import common
+from .base import json_option
 
 
 @click.group("broker")
@@ -16,11 +16,15 @@ def broker_grp():
               help="Directory for the fleet's secrets (made 0700).")
 @click.option("--host", "hosts", required=True, multiple=True,
               help="The broker's DNS name or IP address, as nodes reach it; repeat for several.")
-@common
+@json_option
 @click.pass_obj
 def broker_init(obj, secrets_dir, hosts):
     """A fleet CA, the broker's certificate for --host names, and the operators' credentials
-    (operator.json). Run again to re-issue the broker certificate: the CA and keys are kept."""
+    (operator.json). Run again to re-issue the broker certificate: the CA and keys are kept.
+
+    \b
+    Example:
+      citynode broker init --secrets fleet-secrets --host broker.bandung.example"""
     from .. import broker
     r = broker.init(secrets_dir, list(hosts))
     if obj.json:
@@ -40,11 +44,15 @@ def broker_init(obj, secrets_dir, hosts):
 @click.option("--client-certs", is_flag=True,
               help="Give each node a client certificate; the broker then requires one (CN = user).")
 @click.option("--defaults", type=click.Path(dir_okay=False), help="Site defaults (JSON) under each row (for mqtt.prefix).")
-@common
+@json_option
 @click.pass_obj
 def broker_config(obj, inventory, secrets_dir, out, listen, client_certs, defaults):
     """Credentials for every node of the inventory that lacks them, and OUT/mosquitto.conf, passwd,
-    acl, ca.crt, server.crt, server.key: `mosquitto -c OUT/mosquitto.conf` runs the fleet's broker."""
+    acl, ca.crt, server.crt, server.key: `mosquitto -c OUT/mosquitto.conf` runs the fleet's broker.
+
+    \b
+    Example:
+      citynode broker config --inventory fleet.csv --secrets fleet-secrets --out broker/"""
     from .. import broker, configtool
     d = configtool.load_json(defaults, "defaults") if defaults else None
     r = broker.config(inventory, secrets_dir, out, listen, client_certs, d)

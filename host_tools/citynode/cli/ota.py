@@ -4,7 +4,7 @@ import threading
 
 import click
 
-from .base import broker_options, common, print_json
+from .base import broker_options, json_option, print_json
 
 
 @click.group()
@@ -16,10 +16,14 @@ def ota():
 @click.option("--secrets", required=True, type=click.Path(file_okay=False),
               help="Directory for ota.key (private, 0600) and ota.pub.")
 @click.option("--force", is_flag=True, help="Replace an existing key (nodes holding the old public key refuse bundles).")
-@common
+@json_option
 @click.pass_obj
 def keygen(obj, secrets, force):
-    """Make the fleet's Ed25519 signing key; print where the public key is."""
+    """Make the fleet's Ed25519 signing key; print where the public key is.
+
+    \b
+    Example:
+      citynode ota keygen --secrets fleet-secrets"""
     from .. import ota as lib
     pub = lib.keygen(secrets, force)
     if obj.json:
@@ -38,10 +42,14 @@ def keygen(obj, secrets, force):
               help="The bundle the nodes run now: carry only the files that differ (a delta).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False),
               help="A MicroPython image (.bin, OTA build) to send whole, for boards with OTA partitions.")
-@common
+@json_option
 @click.pass_obj
 def bundle(obj, src, version, secrets, out, base, image):
-    """Compile the firmware as deploy does and sign it into one bundle file."""
+    """Compile the firmware as deploy does and sign it into one bundle file.
+
+    \b
+    Example:
+      citynode ota bundle --secrets fleet-secrets --out fw-0.5.0.bundle"""
     from .. import ota as lib
     info = lib.bundle(src=src, version=version, secrets=secrets, out=out, base=base, image=image)
     if obj.json:
@@ -95,11 +103,15 @@ class _Bars:
 @broker_options
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Bundle file (ota bundle).")
 @click.option("--allow-downgrade", is_flag=True, help="Let nodes install a version older than theirs.")
-@common
+@json_option
 @click.pass_obj
 def push(obj, nodes, all_, broker, prefix, bundle_path, allow_downgrade, user, password, tls):
     """Send a bundle to nodes; exit 0 when every one runs it, 1 when one refused or rolled back,
-    3 when one could not be reached."""
+    3 when one could not be reached.
+
+    \b
+    Example:
+      citynode ota push --all --broker broker.local --bundle fw-0.5.0.bundle"""
     from .. import ota as lib
     if bool(nodes) == bool(all_):
         raise click.UsageError("name the nodes, or give --all")
