@@ -185,7 +185,7 @@ def test_config_push_with_secrets_puts_the_nodes_own_login_and_the_ca_on_it(tmp_
     from citynode.sim import SimNode
     f = Fleet(tmp_path)
     inv = tmp_path / "push.csv"
-    inv.write_text("node_id,board,mqtt.host\nsec-a,sim,127.0.0.1\n")
+    inv.write_text("node_id,board,sensors,mqtt.host\nsec-a,sim,air:bme280,127.0.0.1\n")
     n = SimNode(tmp_path / "flash", serial=True, empty=True, register=False).start()
     try:
         r = CliRunner().invoke(main, ["config", "push", "--inventory", str(inv), "--node", "sec-a", "--secrets",
@@ -217,7 +217,7 @@ def test_a_failed_config_push_leaves_the_node_running_its_previous_config(tmp_pa
             (n.flash / "ca.crt.tmp").mkdir()
             f = Fleet(tmp_path)
             inv = tmp_path / "push.csv"
-            inv.write_text("node_id,board,mqtt.host\npush-01,sim,127.0.0.1\n")
+            inv.write_text("node_id,board,sensors,mqtt.host\npush-01,sim,air:bme280,127.0.0.1\n")
             brokerlib.config(inv, f.secrets, tmp_path / "o2", "127.0.0.1:1")
             r = CliRunner().invoke(main, ["config", "push", "--inventory", str(inv), "--node", "push-01",
                                           "--secrets", str(f.secrets), "--port", n.port])
@@ -611,12 +611,12 @@ def test_provision_with_secrets_plans_each_nodes_own_login(tmp_path):
     from citynode import provision
     f = Fleet(tmp_path)
     inv = tmp_path / "p.csv"
-    inv.write_text("node_id,board,mqtt.host\nsec-a,sim,127.0.0.1\nsec-b,sim,127.0.0.1\n")
+    inv.write_text("node_id,board,sensors,mqtt.host\nsec-a,sim,air:bme280,127.0.0.1\nsec-b,sim,air:bme280,127.0.0.1\n")
     work = provision.plan(str(inv), ["/dev/pts/98", "/dev/pts/99"], secrets=str(f.secrets))
     for (port, nid, cfg, files), want in zip(work, ("sec-a", "sec-b")):
         assert nid == want and cfg["mqtt"]["user"] == want and cfg["mqtt"]["password"] == f.creds(want)["password"]
         assert cfg["mqtt"]["tls"] is True and cfg["mqtt"]["ca"] == "ca.crt" and files == {"ca.crt": f.ca.read_text()}
-    inv.write_text("node_id,board,mqtt.host\nsec-c,sim,127.0.0.1\n")   # no login made for it yet
+    inv.write_text("node_id,board,sensors,mqtt.host\nsec-c,sim,air:bme280,127.0.0.1\n")   # no login made for it yet
     from citynode.errors import CheckFailed
     with pytest.raises(CheckFailed, match="no credentials for sec-c"):
         provision.plan(str(inv), ["/dev/pts/98"], secrets=str(f.secrets))

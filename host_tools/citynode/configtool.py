@@ -34,7 +34,8 @@ from . import fw
 from .errors import CheckFailed, CitynodeError
 
 SECRET_ENV = (("wifi", "password", "CITYNODE_WIFI_PASSWORD"), ("mqtt", "password", "CITYNODE_MQTT_PASSWORD"))
-REQUIRED_COLUMNS = ("node_id", "board", "sensors")
+REQUIRED_COLUMNS = ("node_id", "board")
+CONFIG_COLUMNS = REQUIRED_COLUMNS + ("sensors",)   # what a node's config cannot be made without
 CALIBRATION = ("offset_cm", "r0_kohm")   # what `citynode calibrate` measures on the node
 SPECIAL = ("node_id", "board", "site_name", "lat", "lon", "sensors", "alarms", "notes")
 PATH = "config.json"
@@ -262,8 +263,8 @@ def _template(v, node_id):
     return v
 
 
-def read_inventory(path):
-    """[(line number, row dict)] with the header checked."""
+def read_inventory(path, required=REQUIRED_COLUMNS):
+    """[(line number, row dict)] with the header checked (the `required` columns there)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             text = f.read()
@@ -275,7 +276,7 @@ def read_inventory(path):
     delim = max((",", ";", "\t"), key=header.count)   # a decimal-comma locale exports with ";"
     reader = csv.DictReader(text.splitlines(True), delimiter=delim)
     cols = [c.strip() for c in reader.fieldnames or []]
-    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    missing = [c for c in required if c not in cols]
     if missing:
         raise CheckFailed("%s: missing column %s (have: %s)" % (path, ", ".join(missing), ", ".join(cols) or "none"))
     rows = []
@@ -346,7 +347,7 @@ def _row(path, line, row, defaults, env):
 
 def inventory_configs(path, defaults=None, env=None, skip_secrets=()):
     """Every row's config, validated: [(node_id, raw config)]. CheckFailed names the row."""
-    rows = read_inventory(path)
+    rows = read_inventory(path, CONFIG_COLUMNS)
     seen, out = {}, []
     for line, row in rows:
         nid = row.get("node_id", "")
@@ -364,7 +365,7 @@ def inventory_configs(path, defaults=None, env=None, skip_secrets=()):
 
 def from_inventory(path, node_id, defaults=None, env=None, skip_secrets=()):
     """The validated raw config of one node of the inventory."""
-    rows = read_inventory(path)
+    rows = read_inventory(path, CONFIG_COLUMNS)
     hits = [(line, r) for line, r in rows if r.get("node_id") == node_id]
     if not hits:
         known = [r.get("node_id") for _, r in rows if r.get("node_id")]
