@@ -1,4 +1,4 @@
-"""Commands to nodes over the broker (CONTRACT.md, "Commands"): send one, wait for its reply.
+"""Commands to nodes over the broker (docs/contract.md, "cmd and reply"): send one, wait for its reply.
 
     from citynode import monitor, remote
     b = monitor.parse_broker("127.0.0.1:1883")
