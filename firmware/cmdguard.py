@@ -22,14 +22,6 @@ RETAINED = "retained commands are not obeyed"
 BUSY = "busy"
 
 
-def _diff(a, b):
-    try:
-        from time import ticks_diff
-        return ticks_diff(a, b)
-    except ImportError:
-        return a - b
-
-
 class Guard:
     def __init__(self):
         self._ids = []      # [(id, reply bytes)], oldest first
@@ -63,7 +55,7 @@ class Guard:
         if cmd == "set":
             if self._set_t is None:
                 self._set_t = now_ms
-            gained = _diff(now_ms, self._set_t) // SET_EVERY_MS
+            gained = (now_ms - self._set_t) // SET_EVERY_MS   # now_ms: the node's uptime, never wraps
             if gained > 0:
                 self._set_tokens = min(SET_BURST, self._set_tokens + gained)
                 self._set_t += gained * SET_EVERY_MS

@@ -7,7 +7,6 @@
 """
 import asyncio
 import json
-import time
 
 import cmdguard
 
@@ -134,7 +133,10 @@ class Commander:
                     await self.reply(first)
                     self.busy = False
                     continue
-                why = self.guard.refuse(cmd, time.ticks_ms(), n.up_s())
+                up = n.up_s()
+                # uptime, not ticks_ms: ticks wrap every 2^30 ms on an ESP32 and a negative
+                # difference would never refill the `set` bucket
+                why = self.guard.refuse(cmd, up * 1000, up)
                 if why:
                     raise CommandError(why, cid)
                 res, after = await self.run(cmd, args)
@@ -160,6 +162,7 @@ class Commander:
         # takes seconds), wait for the next session rather than lose the answer: twice, bounded.
         link = self.node.link
         for _ in range(2):
+            self.node.beat("commands")    # each try: up to 10 s for the link, 3 sends for the PUBACK
             try:
                 await asyncio.wait_for_ms(link.up.wait(), _REPLY_WAIT_MS)
                 await link.client.publish(self.node.t_reply, payload, 1)

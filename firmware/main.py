@@ -84,10 +84,14 @@ def _run_version(d, trial):
         with open("crash.json", "w") as f:
             f.write(json.dumps({"up": 0, "error": repr(e)[:120], "trace": buf.getvalue()[-400:]}))
         print("citynode: %s failed to start: %r; resetting" % (d, e))
-        if sys.platform == "esp32":
-            import machine
-            machine.reset()
-        sys.exit(77)  # the virtual node's reset
+        _reset()
+
+
+def _reset():
+    if sys.platform == "esp32":
+        import machine
+        machine.reset()
+    sys.exit(77)  # the virtual node's reset
 
 
 _ran_other = False
@@ -156,6 +160,12 @@ def main():
     try:
         raw, cfg, profile = board.load()
     except Exception as e:
+        if TRIAL:
+            # A version on trial that refuses this node's config has failed its trial: safe mode
+            # would wait for a visit with a cable, and no watchdog runs there. Back to the last.
+            persist.write_json("ota.fail", {"reason": "config", "error": str(e)[:120]})
+            log("trial: this version refuses the config (%s); back to the previous one" % e)
+            _reset()
         raw, cfg, profile = safe_mode(str(e))
     unload("config")  # validated: the node runs without the validator's ~20 KB in RAM
     import node

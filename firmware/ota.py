@@ -43,6 +43,7 @@ class Refused(Exception):
 
 
 def version_tuple(v):
+    """"0.4.0" -> (0, 4, 0); a pre-release part ("0.4.0-rc1") counts below its release."""
     out = []
     for part in str(v).replace("-", ".").split("."):
         n = ""
@@ -51,7 +52,9 @@ def version_tuple(v):
                 n += c
             else:
                 break
-        out.append(int(n) if n else 0)
+        out.append(int(n) if n else -1)
+    while len(out) < 4:     # "0.4" == "0.4.0" and (0, 4, 0, -1) for an rc sorts below it
+        out.append(0)
     return tuple(out)
 
 
@@ -211,6 +214,7 @@ class Receiver:
         if not isinstance(bid, str) or not 8 <= len(bid) <= 64 or not isinstance(size, int) or size < 72:
             raise Refused("offer: expected id and size")
         self.downgrade = d.get("downgrade") is True
+        self.sink = None     # a whole image's sink from a cut or refused transfer must not take this one
         self.slot = s = self._pick()
         clean((self.running, (pointer().get("prev") or "").rstrip("/"), s))
         if persist.read_json(s + "/" + _ID) != [bid, size]:

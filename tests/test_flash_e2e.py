@@ -247,4 +247,21 @@ def test_flash_erase_takes_the_nodes_files(tmp_path, node):
     fw = write(tmp_path, "fw.bin", simrom.build_image("ESP32"))
     r = CliRunner().invoke(main, ["flash", "--port", node.port, "--firmware", str(fw), "--erase"])
     assert r.exit_code == 0, r.output
-    assert "erased first" in r.output and list(node.flash.iterdir()) == []
+    assert "erased first" in r.output and [p.name for p in node.flash.iterdir()] == [".citynode-flash"]
+
+
+def test_erase_never_empties_a_folder_that_is_not_a_node_flash(tmp_path):
+    """`citynode sim --flash .` in a checkout, then an erase: the ROM's image is erased, the
+    user's files are not."""
+    work = tmp_path / "checkout"
+    (work / ".git").mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    n = SimNode(work, serial=True, register=False).start()
+    try:
+        fw = write(tmp_path, "fw.bin", simrom.build_image("ESP32"))
+        r = CliRunner().invoke(main, ["flash", "--port", n.port, "--firmware", str(fw), "--erase"])
+        assert r.exit_code == 0, r.output
+    finally:
+        n.stop()
+    assert (work / ".git").is_dir() and (work / "notes.txt").read_text() == "mine"
+    assert not (work / ".citynode-flash").exists()

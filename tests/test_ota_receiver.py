@@ -319,3 +319,8 @@ def test_a_bundle_larger_than_the_free_flash_is_refused_before_a_file_is_written
     with pytest.raises(node_ota.Refused, match="flash: %d bytes needed, %d free" % (need + 8192, need + 100)):
         rx.data(0, data[:ota.Bundle(data).header_len + 1])
     assert not (flash / "fw/a").exists() and not (flash / "fw.json").exists()
+
+
+def test_a_release_is_newer_than_its_release_candidate():
+    assert node_ota.version_tuple("0.4.0-rc1") < node_ota.version_tuple("0.4.0") < node_ota.version_tuple("0.4.1")
+    assert node_ota.version_tuple("0.4.0") < node_ota.version_tuple("0.4.0.1")

@@ -243,7 +243,8 @@ def test_generated_broker_refuses_anonymous_and_wrong_passwords(fleet):
 
 def test_acl_node_a_cannot_publish_as_b_nor_reach_bs_commands(fleet):
     op, seen = fleet.client("operator", ["city/#"])
-    a, a_got = fleet.client("sec-a", ["city/sec-b/cmd", "city/sec-a/cmd", "city/sec-b/telemetry"])
+    a, a_got = fleet.client("sec-a", ["city/sec-b/cmd", "city/sec-a/cmd", "city/sec-b/telemetry",
+                                      "city/sec-b/ota", "city/sec-a/ota"])
     try:
         for t in ("telemetry", "status", "event", "reply", "cmd"):
             a.publish("city/sec-b/" + t, b'{"forged": true}', 1).wait_for_publish(5)
@@ -256,6 +257,11 @@ def test_acl_node_a_cannot_publish_as_b_nor_reach_bs_commands(fleet):
         cmd(op, "sec-a", "for-a", "ping")
         wait_for(lambda: any(m.topic == "city/sec-a/cmd" for m in a_got), 10, what="A's own command")
         assert [m.topic for m in a_got] == ["city/sec-a/cmd"], [m.topic for m in a_got]
+        # updates: the operator may offer one to any node, a node hears only its own
+        for n in ("sec-b", "sec-a"):
+            op.publish("city/%s/ota" % n, b'{"op": "offer"}', 1).wait_for_publish(5)
+        wait_for(lambda: any(m.topic == "city/sec-a/ota" for m in a_got), 10, what="A's own update offer")
+        assert [m.topic for m in a_got] == ["city/sec-a/cmd", "city/sec-a/ota"], [m.topic for m in a_got]
     finally:
         stop(op, a)
 

@@ -26,6 +26,9 @@ from .relay import Pump
 from .wire import Wire
 
 
+FLASH_MARK = ".citynode-flash"
+
+
 def install_firmware(flash, root=None):
     """Put the firmware sources on a flash directory, as a factory-flashed board has them."""
     from ..deploy import firmware_files
@@ -100,6 +103,11 @@ class SimNode:
     def prepare(self):
         """Lay out the flash directory: firmware if it has none, config and scenario if given."""
         self.flash.mkdir(parents=True, exist_ok=True)
+        mark = self.flash / FLASH_MARK
+        if not mark.exists() and not any(p.name not in ("main.py", "config.json", "boot.py") and p.suffix != ".py"
+                                         for p in self.flash.iterdir() if p.name != "sim.json"):
+            # new, or a node's files only: a flash ERASE_FLASH may empty (never a folder of the user's)
+            mark.write_text("a virtual node's flash: citynode sim\n")
         if not self.empty and not (self.flash / "main.py").exists():
             install_firmware(self.flash, self.firmware_root)
         if self.config:
