@@ -169,7 +169,7 @@ def check(m, fw, downgrade):
     if not image and m.get("micropython") != mp:
         raise Refused("micropython: bundle needs %s, node runs %s" % (m.get("micropython"), mp))
     if not downgrade and version_tuple(m["version"]) < version_tuple(fw):
-        raise Refused("version %s is older than the running %s (allow with --allow-downgrade)" % (m["version"], fw))
+        raise Refused("version %s is older than the running %s (a downgrade must be allowed by the sender)" % (m["version"], fw))
     need = sum(f[1] for f in m["files"])
     free = free_bytes()
     if not image and 0 <= free < need + _MARGIN:

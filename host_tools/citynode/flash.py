@@ -179,9 +179,10 @@ def _cached_for(chip):
     if p is None:
         boards = images.boards_for(chip)
         if not boards:
-            raise CheckFailed("no MicroPython image is known for %s: pass --firmware FILE" % chip)
-        raise CheckFailed("no %s image in the cache (%s): run `citynode firmware download --board %s`"
-                          " or pass --firmware FILE" % (chip, images.cache_dir(), boards[0]))
+            raise CheckFailed("no MicroPython image is known for %s: name an image file" % chip, param="firmware")
+        # what to run is the issue's own wording: the one line a technician without an image needs
+        raise CheckFailed("no %s image in the cache (%s): run `citynode firmware download --board %s`,"
+                          " or name an image file" % (chip, images.cache_dir(), boards[0]), param="firmware")
     return p
 
 

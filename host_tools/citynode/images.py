@@ -93,7 +93,7 @@ def download(board, mirror=None, progress=None, sha256=None, timeout=30.0):
     elif img.url:
         url = img.url
     else:
-        raise CheckFailed("%s %s has no pinned download URL yet: give a mirror that has %s (--mirror URL)"
+        raise CheckFailed("%s %s has no pinned download URL yet: give a mirror that has %s"
                           % (img.board, img.version, img.file))
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
