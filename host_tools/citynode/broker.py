@@ -44,8 +44,11 @@ ACL_KINDS_NODE_READS = ("cmd", "ota")     # what operators send a node: commands
 
 def _private_dir(d):
     d = Path(d)
-    d.mkdir(parents=True, exist_ok=True)
-    os.chmod(d, 0o700)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+    except OSError as e:
+        raise CheckFailed("%s: %s" % (d, e.strerror or e))
     return d
 
 

@@ -46,7 +46,10 @@ def keygen(secrets_dir, force=False):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     d = Path(secrets_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckFailed("%s: %s" % (d, e.strerror or e))
     kp, pp = d / KEY, d / PUB
     if kp.exists() and not force:
         raise CheckFailed("%s exists already: a new key would lock every node out of updates" % kp)
@@ -112,13 +115,15 @@ class Bundle:
         n = int.from_bytes(data[6:8], "big")
         try:
             self.manifest = json.loads(data[8:8 + n])
-        except ValueError:
-            raise CheckFailed("bundle: malformed manifest")
-        self.data = data
-        self.header_len = 8 + n + 64
-        self.id = hashlib.sha256(data[:self.header_len]).hexdigest()[:16]
-        self.version = self.manifest.get("version")
-        want = self.header_len + sum(f[1] for f in self.streamed())
+            if not isinstance(self.manifest, dict):
+                raise ValueError("not an object")
+            self.data = data
+            self.header_len = 8 + n + 64
+            self.id = hashlib.sha256(data[:self.header_len]).hexdigest()[:16]
+            self.version = self.manifest.get("version")
+            want = self.header_len + sum(f[1] for f in self.streamed())
+        except (ValueError, TypeError, IndexError, AttributeError, KeyError) as e:
+            raise CheckFailed("bundle: malformed manifest (%s)" % e)
         if want != len(data):
             raise CheckFailed("bundle: %d bytes, the manifest says %d" % (len(data), want))
 
@@ -209,8 +214,11 @@ def _read(path):
 def _write(out, data, key, nfiles):
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise CheckFailed("%s: %s" % (out, e.strerror or e))
     b = Bundle(data)
     return {"out": str(out), "version": b.version, "id": b.id, "bytes": len(data), "files": nfiles,
             "kind": b.manifest.get("kind", "files"),
