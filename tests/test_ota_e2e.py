@@ -150,6 +150,8 @@ def test_a_version_that_raises_at_import_rolls_back_and_says_why(broker, tmp_pat
             res = ota.push(["ota-rb"], broker.address, tmp_path / "broken.cnota")["ota-rb"]
             assert res.state == "rolled_back" and res.version == OLD, res.as_dict()
             assert "crash: RuntimeError('broken on purpose'" in res.detail
+            # the push's own client saw the event; this subscriber may see it a moment later
+            sub.wait(lambda m: m.topic.endswith("/event") and b"ota_rollback" in m.payload, 10, "the rollback event")
             ev = [e for e in sub.json("event") if e["event"] == "ota_rollback"]
             assert len(ev) == 1
             assert ev[0]["detail"]["reason"] == "crash" and ev[0]["detail"]["version"] == "9.2.0"
@@ -185,6 +187,7 @@ def test_a_watchdog_reset_during_the_trial_rolls_back(broker, tmp_path, keys):
             sub.wait(lambda m: m.topic.endswith("/status") and b"online" in m.payload, 30, "birth")
             res = ota.push(["ota-wd"], broker.address, tmp_path / "broken.cnota")["ota-wd"]
             assert res.state == "rolled_back" and res.detail == "rolled back to %s (watchdog)" % OLD, res.as_dict()
+            sub.wait(lambda m: m.topic.endswith("/event") and b"ota_rollback" in m.payload, 10, "the rollback event")
             ev = [e for e in sub.json("event") if e["event"] == "ota_rollback"]
             assert [e["detail"]["reason"] for e in ev] == ["watchdog"] and ev[0]["detail"]["crash"] is None
     finally:
