@@ -39,14 +39,12 @@ def node_mac(flash):
 
 def erase_files(flash):
     """ERASE_FLASH takes the node's filesystem with it: its files go, the directory stays. Only
-    in a directory the simulator made its flash (FLASH_MARK): `--flash .` in a checkout is not
-    wiped by an `esptool erase-flash`."""
-    from .node import FLASH_MARK
-    if not (flash / FLASH_MARK).exists():
+    in a directory the simulator made its flash (node.flash_mark): `--flash .` in a checkout is
+    not wiped by an `esptool erase-flash`."""
+    from .node import flash_mark
+    if not flash_mark(flash).exists():
         return
     for p in flash.iterdir():
-        if p.name == FLASH_MARK:
-            continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:

@@ -26,7 +26,10 @@ from .relay import Pump
 from .wire import Wire
 
 
-FLASH_MARK = ".citynode-flash"
+def flash_mark(flash):
+    """Beside the flash directory (as its ROM image, <flash>.bin): says the simulator made it a
+    node's flash, so ERASE_FLASH may empty it. Outside it, so no board-like listing shows it."""
+    return Path(str(flash) + ".citynode-flash")
 
 
 def install_firmware(flash, root=None):
@@ -103,7 +106,7 @@ class SimNode:
     def prepare(self):
         """Lay out the flash directory: firmware if it has none, config and scenario if given."""
         self.flash.mkdir(parents=True, exist_ok=True)
-        mark = self.flash / FLASH_MARK
+        mark = flash_mark(self.flash)
         if not mark.exists() and not any(p.name not in ("main.py", "config.json", "boot.py") and p.suffix != ".py"
                                          for p in self.flash.iterdir() if p.name != "sim.json"):
             # new, or a node's files only: a flash ERASE_FLASH may empty (never a folder of the user's)
