@@ -58,7 +58,7 @@ _MQTT = (("host", "host", REQ, 1, 253), ("port", "int", None, 1, 65535), ("tls",
          ("key", "file", None, 1, 32), ("tls_insecure", "bool", False, 0, 0),
          ("user", "str", None, 0, 64), ("password", "str", None, 0, 128), ("prefix", "prefix", "city", 1, 64),
          ("keepalive_s", "int", 60, 10, 3600), ("backoff_max_s", "int", 300, 2, 3600),
-         ("ack_timeout_s", "int", 10, 1, 9))   # 3 sends x 9 s stay inside the tasks' 30 s watchdog beat
+         ("ack_timeout_s", "int", 10, 1, 10))   # 3 sends x 10 s stay inside a task's 45 s watchdog beat
 _POWER = (("deep_sleep", "bool", False, 0, 0),)
 # pubkey: the fleet's Ed25519 OTA key (`citynode ota keygen`), 32 bytes as hex. Written only with
 # `config push` over USB: not in SETTABLE, so no MQTT command can change who may update a node.

@@ -27,7 +27,7 @@ except ImportError:
 _BATCH = const(8)        # records in flight at once while draining the outbox
 HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
 # A task silent for longer is stuck: stop feeding the watchdog. Above the longest wait a healthy
-# task makes between two beats: a reply's 10 s for the link plus 3 x 9 s for its PUBACK.
+# task makes between two beats: a reply's 10 s for the link plus 3 x 10 s for its PUBACK.
 STALE_MS = const(45000)
 WDT_MS = const(60000)
 _SENSOR_CAP_MS = const(15000)

@@ -272,7 +272,7 @@ def _largest():
             "wifi": {"ssid": "s" * 32, "password": "p" * 63},
             "mqtt": {"host": "h" * 253, "port": 8883, "tls": True, "ca": "c" * 32, "pin_sha256": "a" * 64,
                      "cert": "d" * 32, "key": "k" * 32, "user": "u" * 64, "password": "p" * 128,
-                     "prefix": "p" * 64, "keepalive_s": 3600, "backoff_max_s": 3600, "ack_timeout_s": 9},
+                     "prefix": "p" * 64, "keepalive_s": 3600, "backoff_max_s": 3600, "ack_timeout_s": 10},
             "interval_s": 86400, "alarm_interval_s": 86400, "outbox_kb": 4096, "ntp_host": "t" * 253,
             "sensors": [{"name": "s%014d" % i, "type": "bme280", "i2c": 0, "address": 0x77} for i in range(16)],
             "alarms": {"q" * 29 + "_%02d" % i: {"high": 1e6, "clear": -1e6} for i in range(config.MAX_ALARMS)}}
