@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 MOSQ    := $(shell command -v mosquitto 2>/dev/null || ls /usr/sbin/mosquitto 2>/dev/null)
 
-.PHONY: all setup test demo bench mosquitto clean
+.PHONY: all setup test demo bench mosquitto clean esp32-unix
 
 all: test
 
@@ -28,7 +28,13 @@ mosquitto:
 	  fi; \
 	fi
 
-test: $(STAMP) mosquitto
+# The virtual ESP32 (32-bit unix port, single-precision floats, firmware frozen in) from
+# MICROPY_SRC or ../shared/micropython/; cached, rebuilt when the firmware or source changes.
+# Without a source it says why in one line and the unix-port tests run on the 64-bit port only.
+esp32-unix:
+	@tools/esp32-unix.sh >/dev/null
+
+test: $(STAMP) mosquitto esp32-unix
 	$(BIN)/python -m pytest
 
 # Mosquitto when it is there; otherwise the embedded Python broker (amqtt), installed on demand.

@@ -1,5 +1,7 @@
 """Shared fixtures: a real Mosquitto per test on a free loopback port, and the collector
-that runs tests/unix/mptest_*.py on the MicroPython unix port (one process per file)."""
+that runs tests/unix/mptest_*.py on the MicroPython unix port (one process per file and
+interpreter): the pinned 64-bit port (`[unix]`) and the virtual ESP32, the 32-bit port with the
+firmware frozen in that `make esp32-unix` builds (`[esp32]`, skipped with the reason when absent)."""
 import os
 import re
 import shutil
@@ -15,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from citynode import vesp32  # noqa: E402
 
 from helpers import Mirror, Mosquitto, free_port  # noqa: E402
 
@@ -47,20 +51,37 @@ def pytest_pycollect_makemodule(module_path, parent):
         return MPFile.from_parent(parent, path=module_path)
 
 
+def interpreters():
+    """(id, executable or None, why it is missing) of each interpreter the unix-port tests run on."""
+    esp32 = vesp32.binary("frozen")
+    return (("unix", MICROPYTHON, None),
+            ("esp32", str(esp32) if esp32 else None, None if esp32 else vesp32.why_missing()))
+
+
 class MPFile(pytest.File):
     def collect(self):
-        for name in _TEST_RE.findall(self.path.read_text()):
-            yield MPItem.from_parent(self, name=name)
+        names = _TEST_RE.findall(self.path.read_text())
+        for interp, exe, why in interpreters():
+            for name in names:
+                item = MPItem.from_parent(self, name="%s[%s]" % (name, interp))
+                item.test, item.exe, item.interp = name, exe, interp
+                if exe is None:
+                    item.add_marker(pytest.mark.skip(reason=why))
+                yield item
 
-    def results(self):
+    def results(self, interp, exe):
         if not hasattr(self, "_results"):
-            self._results = run_mp_file(self.path)
-        return self._results
+            self._results = {}
+        if interp not in self._results:
+            self._results[interp] = run_mp_file(self.path, exe=exe)
+        return self._results[interp]
 
 
-def run_mp_file(path, names=(), timeout=300):
-    p = subprocess.run([MICROPYTHON, str(ROOT / "tests/unix/runner.py"), str(path), *names],
-                       cwd=str(path.parent), capture_output=True, text=True, timeout=timeout)
+def run_mp_file(path, names=(), timeout=300, exe=MICROPYTHON):
+    # CITYNODE_INTERP: which interpreter a test runs on, for the tests of the virtual ESP32 itself
+    env = dict(os.environ, CITYNODE_INTERP="unix" if exe == MICROPYTHON else "esp32")
+    p = subprocess.run([exe, str(ROOT / "tests/unix/runner.py"), str(path), *names],
+                       cwd=str(path.parent), capture_output=True, text=True, timeout=timeout, env=env)
     res, cur = {}, None
     for line in p.stdout.splitlines():
         if cur is not None:
@@ -82,15 +103,15 @@ def run_mp_file(path, names=(), timeout=300):
 
 class MPItem(pytest.Item):
     def runtest(self):
-        res = self.parent.results()
-        if self.name not in res:
+        res = self.parent.results(self.interp, self.exe)
+        if self.test not in res:
             raise MPFailure(res.get("__crash__", "test did not run"))
-        if res[self.name] is not None:
-            raise MPFailure(res[self.name])
+        if res[self.test] is not None:
+            raise MPFailure(res[self.test])
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, MPFailure):
-            return "MicroPython unix port:\n" + str(excinfo.value)
+            return "MicroPython unix port (%s):\n%s" % (self.interp, excinfo.value)
         return super().repr_failure(excinfo)
 
     def reportinfo(self):

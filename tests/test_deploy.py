@@ -64,6 +64,8 @@ def expected_names(src):
     names = []
     for p in sorted((src / "firmware").rglob("*.py")):
         rel = p.relative_to(src / "firmware").as_posix()
+        if rel == "manifest.py":    # what a firmware image freezes: never sent to a node
+            continue
         names.append(rel if rel in ("main.py", "boot.py") else rel[:-3] + ".mpy")
     return sorted(names + ["boards/" + p.name for p in (src / "boards").glob("*.json")])
 

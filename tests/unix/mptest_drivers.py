@@ -403,7 +403,7 @@ async def test_sim_hcsr04_with_bme280_temperature():
 
 async def test_sim_rain_raises_the_water():
     hw = sim(rain={"start_s": 100, "duration_s": 60, "rise_cm": 150})
-    assert hw.rise_cm(50) == 0.0 and abs(hw.rise_cm(130) - 75.0) < 1e-6    # half-way: sin^2(pi/4)
+    assert hw.rise_cm(50) == 0.0 and abs(hw.rise_cm(130) - 75.0) < 1e-3    # half-way: sin^2(pi/4); single-precision floats on an ESP32
     assert hw.rise_cm(160) == 150.0 and 50 < hw.rise_cm(220) < 60       # peak, then recession
     # 55 s into a 60 s rain at 10x: during the ~0.7 s read the rise stays within 146.5..150
     hw = sim(time_scale=10.0, rain={"start_s": -55, "duration_s": 60, "rise_cm": 150})

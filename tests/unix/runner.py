@@ -9,8 +9,11 @@ import time
 _here = sys.argv[1].rsplit("/", 1)[0] if "/" in sys.argv[1] else "."
 _root = _here + "/../.."
 sys.path.insert(0, _here)
-sys.path.insert(0, _root + "/host_tools/citynode/sim/board")  # the simulated board (a virtual node loads it from the host)
-sys.path.insert(0, _root + "/firmware")
+# After ".frozen": an interpreter with the firmware frozen in (the virtual ESP32) runs its frozen
+# modules, as a board with a frozen image does; the others find them in firmware/.
+_at = sys.path.index(".frozen") + 1 if ".frozen" in sys.path else 0
+sys.path.insert(_at, _root + "/host_tools/citynode/sim/board")  # the simulated board (a virtual node loads it from the host)
+sys.path.insert(_at, _root + "/firmware")
 
 
 def _run(mod, name):
