@@ -51,8 +51,17 @@ def pytest_pycollect_makemodule(module_path, parent):
         return MPFile.from_parent(parent, path=module_path)
 
 
+_BUILT = []
+
+
 def interpreters():
-    """(id, executable or None, why it is missing) of each interpreter the unix-port tests run on."""
+    """(id, executable or None, why it is missing) of each interpreter the unix-port tests run on.
+    The virtual ESP32 is brought up to date first (seconds when cached): its frozen firmware must
+    be the firmware under test, however pytest was started."""
+    if not _BUILT:
+        _BUILT.append(subprocess.run(["bash", str(ROOT / "tools" / "esp32-unix.sh")], capture_output=True, text=True))
+        if _BUILT[0].returncode != 0:
+            raise pytest.UsageError("make esp32-unix failed:\n" + _BUILT[0].stderr[-2000:])
     esp32 = vesp32.binary("frozen")
     return (("unix", MICROPYTHON, None),
             ("esp32", str(esp32) if esp32 else None, None if esp32 else vesp32.why_missing()))

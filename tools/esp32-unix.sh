@@ -3,6 +3,9 @@
 # an ESP32's, in two builds under build/esp32-unix/:
 #   micropython-frozen  the firmware frozen in through firmware/manifest.py (a frozen image's node)
 #   micropython-plain   asyncio frozen only, as a stock ESP32 image (the node's .mpy from files)
+# Both also freeze the simulated peripherals (simhw*.py): they stand in for what a board has in
+# its ROM (machine.Pin, UART, I2C, ADC are C in an ESP32's flash), so they take no more of the
+# heap than a board's do. The firmware's manifest never freezes them: a board's image has none.
 #
 #   tools/esp32-unix.sh            # build what is stale; print the two binaries' paths
 #   MICROPY_SRC=~/micropython tools/esp32-unix.sh
@@ -22,6 +25,7 @@ rm -f "$OUT/SKIPPED"
 
 skip() {
   echo "esp32-unix: 32-bit run skipped: $*" | tee "$OUT/SKIPPED" >&2
+  rm -f "$OUT"/micropython-*    # never test a firmware other than this checkout's
   exit 0
 }
 
@@ -54,12 +58,18 @@ fi
 # The standard variant's manifest asks for micropython-lib; we pass our own manifests, and an
 # empty library dir stands in for the submodule.
 mkdir -p "$OUT/empty-lib" && echo x > "$OUT/empty-lib/README.md"
-cat > "$OUT/plain-manifest.py" <<'M'
-include("$(MPY_DIR)/extmod/asyncio")
-M
+# The simulated peripherals: in firmware/ until they move to the host tool's sim package.
+simdir=$ROOT/firmware
+[ -f "$ROOT/host_tools/citynode/sim/board/simhw.py" ] && simdir=$ROOT/host_tools/citynode/sim/board
+sim_modules() {
+  for f in "$simdir"/simhw*.py; do echo "module(\"$(basename "$f")\", base_path=\"$simdir\")"; done
+}
+{ echo "include(\"$ROOT/firmware/manifest.py\")"; sim_modules; } > "$OUT/frozen-manifest.py"
+{ echo 'include("$(MPY_DIR)/extmod/asyncio")'; sim_modules; } > "$OUT/plain-manifest.py"
 
 stamp_of() {  # the inputs of one build, hashed
   { echo "$srcid"; cat "$0"; cat "$2"
+    cat "$simdir"/simhw*.py
     if [ "$1" = frozen ]; then
       find "$ROOT/firmware" -name '*.py' -not -path '*/__pycache__/*' | sort | xargs sha256sum
     fi; } | sha256sum | cut -c1-16
@@ -85,7 +95,7 @@ build() {  # build NAME MANIFEST
   echo "$stamp" > "$bdir.stamp"
 }
 
-build frozen "$ROOT/firmware/manifest.py"
+build frozen "$OUT/frozen-manifest.py"
 build plain "$OUT/plain-manifest.py"
 echo "$OUT/micropython-frozen"
 echo "$OUT/micropython-plain"

@@ -27,3 +27,16 @@ def why_missing():
     if skipped.is_file():
         return skipped.read_text().strip()
     return "the virtual ESP32 is not built (make esp32-unix)"
+
+
+def frozen_modules(exe):
+    """The modules an interpreter has frozen in, as paths: {"node.py", "drivers/bme280.py", ...}."""
+    import subprocess
+    out = subprocess.run([str(exe), "-c", "help('modules')"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    names = set()
+    for line in out.splitlines():
+        if line.startswith("Plus any modules"):
+            break
+        names.update(w + ".py" for w in line.split())
+    return names
