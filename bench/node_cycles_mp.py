@@ -58,12 +58,22 @@ def sample_publishes():
     mqtt.MQTTClient.publish = sampled
 
 
-def load_code():
-    # Every module the node runs. What they take is the code (bytecode, function and class
-    # objects, their qstrs), which an ESP32 keeps in flash (frozen modules or ROMFS) and the
-    # unix port can only keep in its heap.
-    import board, node, outbox, simhw, simhw_uart, simhw_bme280, drivers  # noqa: E401,F401
-    from drivers import hcsr04, a02yyuw, pms5003, sds011, mq, bme280, dht22  # noqa: F401
+def load_code(cfg):
+    # Every module this node runs, and only those: the drivers of its sensors (what
+    # drivers.make and the sim board load). What they take is the code (bytecode, function and
+    # class objects, their qstrs): frozen, the bytecode stays in flash and the objects remain.
+    import board, node, outbox, drivers  # noqa: E401,F401
+    try:
+        import simhw  # noqa: F401
+    except ImportError:
+        pass
+    for s in cfg["sensors"]:
+        t = drivers._ALIAS.get(s["type"], s["type"])
+        __import__("drivers." + t)
+        if "uart" in s:
+            import simhw_uart  # noqa: F401
+        if t == "bme280":
+            import simhw_bme280  # noqa: F401
 
 
 async def main(host, port, cycles, threshold=0):
@@ -79,7 +89,7 @@ async def main(host, port, cycles, threshold=0):
     sys.modules.pop("config")
     gc.collect()
     a = gc.mem_alloc()
-    load_code()
+    load_code(cfg)
     gc.collect()
     code = gc.mem_alloc() - a
     import board

@@ -1,0 +1,51 @@
+"""The memory goals on the virtual ESP32 (issue 11), short enough for every `make test`: the
+bench's own harness (bench/node_cycles_mp.py) on the 32-bit build, publishing to a Mosquitto of
+the test's own. A run passes only with 0 sensor errors (a sensor's MemoryError is one) and every
+reading delivered. bench/bench_node.py runs the same for 1,000 cycles and finds the smallest heap."""
+import sys
+
+import pytest
+
+from conftest import ROOT
+from citynode import vesp32
+
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_node  # noqa: E402
+
+CYCLES = 25
+
+
+def exe_of(kind):
+    exe = vesp32.binary(kind)
+    if exe is None:
+        pytest.skip(vesp32.why_missing())
+    return exe
+
+
+@pytest.mark.parametrize("kind,node,heap_kb", [
+    ("frozen", "every", 56),     # the issue's goal: every sensor type in an ESP32's boot heap
+    ("frozen", "water", 56),
+])
+def test_node_runs_clean_in_the_heap(tmp_path, broker, kind, node, heap_kb):
+    exe = exe_of(kind)
+    d = bench_node.flash_dir(tmp_path, bench_node.NODES[node], exe)
+    r, err = bench_node.run(d, broker, "%dk" % heap_kb, CYCLES, exe=exe)
+    assert err is None, err
+    assert bench_node.clean(r), (r["errors"], r["undelivered"])
+    assert r["cycles"] == CYCLES and r["mem_total"] <= heap_kb * 1024
+
+
+def test_smallest_heap_counts_a_sensor_memory_error_as_a_failure(monkeypatch):
+    # The node turns a sensor's MemoryError into an `error` entry and goes on: below 60 KB this
+    # fake node "runs" but with errors, below 48 KB it crashes. The search must answer 60.
+    def fake_run(d, broker, heap, cycles, threshold=0, exe=None):
+        kb = int(heap[:-1])
+        if kb < 48:
+            return None, ["MemoryError: memory allocation failed"]
+        errors = {"water:MemoryError": 1} if kb < 60 else {}
+        return {"errors": errors, "undelivered": 0}, None
+
+    monkeypatch.setattr(bench_node, "run", fake_run)
+    assert bench_node.smallest_heap(None, None, None) == 60
+    # and a run with readings left undelivered is not clean either
+    assert not bench_node.clean({"errors": {}, "undelivered": 1})
