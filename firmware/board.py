@@ -72,7 +72,8 @@ class Esp32:
         return self.m.Pin(n, self.m.Pin.OUT, value=value)
 
     def pin_in(self, n, pull=None):
-        return self.m.Pin(n, self.m.Pin.IN, pull)
+        Pin = self.m.Pin
+        return Pin(n, Pin.IN) if pull is None else Pin(n, Pin.IN, pull)
 
     def pin(self, n):
         return self.m.Pin(n)
@@ -240,19 +241,21 @@ def chip_info():
     return (SimSystem() if SIM else Esp32(None)).chip_info()
 
 
+class _SimBare(SimSystem):
+    """A flash without the simulated peripherals: a board with no sensors."""
+
+    def __init__(self, profile):
+        pass
+
+
 def open(profile):
-    if SIM:
-        try:
-            import simhw
-            base = simhw.SimPeripherals
-        except ImportError:  # a flash without the simulated peripherals: no sensors
-            base = None
-        if base is None:
-            class Sim(SimSystem):
-                def __init__(self, profile):
-                    pass
-        else:
-            class Sim(SimSystem, base):
-                pass
-        return Sim(profile)
-    return Esp32(profile)
+    if not SIM:
+        return Esp32(profile)
+    try:
+        import simhw
+    except ImportError:
+        return _SimBare(profile)
+
+    class Sim(SimSystem, simhw.SimPeripherals):
+        pass
+    return Sim(profile)

@@ -327,11 +327,13 @@ def set_key(cfg, key, value, board):
     if key in ("interval_s", "alarm_interval_s") and _is_num(value) and value < MIN_INTERVAL_S:
         # Even on the sim board: a remote command never makes a node sample flat out.
         raise ConfigError(key, "at least %d s" % MIN_INTERVAL_S)
-    new = _copy(cfg)
+    new = {k: _copy(v) for k, v in cfg.items()}
     d = new
     parts = key.split(".")
     for p in parts[:-1]:
         d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(key, "%s is not an object" % p)
     d[parts[-1]] = value
     return new, validate(new, board)
 

@@ -205,9 +205,10 @@ def main():
         # An uncaught error in any task: keep a crash record for the next boot, then reset.
         import io
         buf = io.StringIO()
-        sys.print_exception(e, buf)
+        # The ESP32 stubs' StringIO has no methods (MicroPython's has write and getvalue).
+        sys.print_exception(e, buf)  # pyright: ignore[reportArgumentType]
         persist.write_json("crash.json", {"boot": boot, "up": n.up_s(), "error": repr(e)[:120],
-                                          "trace": buf.getvalue()[-400:]})
+                                          "trace": buf.getvalue()[-400:]})  # pyright: ignore[reportAttributeAccessIssue]
         log("crash: %r; resetting" % e)
         time.sleep(1)
         hw.reset()

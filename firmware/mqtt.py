@@ -15,10 +15,8 @@ try:
 except ImportError:
     const = lambda x: x  # noqa: E731
 
-try:
-    from time import ticks_ms, ticks_diff, ticks_add
-except ImportError:  # CPython: only the pure packet functions below are meant to run there
-    ticks_ms = ticks_diff = ticks_add = None
+# time.ticks_*: MicroPython's. On CPython only the pure packet functions below are meant to run.
+import time
 
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
@@ -198,12 +196,12 @@ class MQTTClient:
         # In-flight slots (QoS 1 PUBLISH and SUBSCRIBE), matched by packet id; pid 0 = free.
         self._pid = [0] * inflight
         self._st = [0] * inflight
-        self._dl = [0] * inflight
+        self._dl = [time.ticks_ms()] * inflight   # deadlines: ticks, read only while a slot waits
         self._ev = [asyncio.Event() for _ in range(inflight)]
         self._free = asyncio.Event()
         self._last_pid = 0
         self._ping_out = False
-        self._ping_t = 0
+        self._ping_t = time.ticks_ms()
 
     # --- link ------------------------------------------------------------------------------
 
@@ -226,7 +224,7 @@ class MQTTClient:
             raise _closed(e)
         self.connected = True
         self._ping_out = False
-        self._ping_t = ticks_ms()
+        self._ping_t = time.ticks_ms()
         self._tasks = (asyncio.create_task(self._reader()), asyncio.create_task(self._ticker()))
 
     async def _handshake(self):
@@ -346,7 +344,7 @@ class MQTTClient:
     def _arm(self, i, timeout_ms):
         # The ticker turns a passed deadline into _TIMEOUT: a wait_for per publish costs ~1 KB.
         self._st[i] = _WAIT
-        self._dl[i] = ticks_add(ticks_ms(), timeout_ms)
+        self._dl[i] = time.ticks_add(time.ticks_ms(), timeout_ms)
         self._ev[i].clear()
 
     def _release(self, i):
@@ -421,14 +419,14 @@ class MQTTClient:
         half = self.keepalive * 500
         while True:
             await asyncio.sleep_ms(_TICK_MS)
-            now = ticks_ms()
+            now = time.ticks_ms()
             for i in range(len(self._pid)):
-                if self._pid[i] and self._st[i] == _WAIT and ticks_diff(now, self._dl[i]) >= 0:
+                if self._pid[i] and self._st[i] == _WAIT and time.ticks_diff(now, self._dl[i]) >= 0:
                     self._st[i] = _TIMEOUT
                     self._ev[i].set()
             if not half:
                 continue
-            late = ticks_diff(now, self._ping_t) - half
+            late = time.ticks_diff(now, self._ping_t) - half
             if self._ping_out:
                 if late >= 0:  # keepalive/2 after the PINGREQ and nothing came back
                     self._fail("no PINGRESP")
@@ -436,9 +434,12 @@ class MQTTClient:
             elif late >= 0:
                 # Never await the network here: a stalled socket must not stall the watchdog.
                 # With no writer busy nobody is in drain(), so a bare write() cannot interleave.
+                s = self._s
+                if s is None:       # closed under us: the session is over
+                    return
                 if not self._wbusy:
                     try:
-                        self._s.write(_PINGREQ)
+                        s.write(_PINGREQ)
                     except OSError:
                         self._fail("socket error")
                         return
@@ -551,7 +552,10 @@ class MQTTClient:
                 k = self._e - self._p
                 ib[:k] = bytes(self._imv[self._p:self._e])
                 self._p, self._e = 0, k
-            k = await self._s.readinto(self._imv[self._e:])
+            s = self._s
+            if s is None:
+                raise OSError("not connected")
+            k = await s.readinto(self._imv[self._e:])
             if k is None:
                 continue
             if not k:

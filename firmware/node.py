@@ -21,8 +21,7 @@ from version import VERSION as FW
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 _BATCH = const(8)        # records in flight at once while draining the outbox
 HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (ENOSPC)
@@ -279,8 +278,8 @@ class Node:
     async def _drain_once(self, c):
         """Publish the oldest stored records; True if there was something to send."""
         ob = self.outbox
-        recs = ob.peek(_BATCH) if ob is not None else []
-        if recs:
+        recs = ob.peek(_BATCH) if ob is not None else None
+        if ob is not None and recs:
             await asyncio.gather(*[c.publish(self.topics[r[0]], memoryview(r)[1:], 1) for r in recs])
             ob.ack(len(recs))  # only now: a record leaves the outbox when its PUBACK has come
             return True

@@ -15,8 +15,7 @@ from binascii import crc32
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 MAX_REC = const(1024)
 _HDR = const(6)             # u16 length + u32 CRC32 of (the two length bytes + data), little-endian

@@ -160,4 +160,5 @@ class Sensor:
             raise SensorError("out_of_range")
         values["air_temp_c"] = round(t, 2)
         values["pressure_hpa"] = round(p, 2)
-        values["rh_pct"] = round(h, 2)
+        if h is not None:           # None only from a chip without humidity, refused in _probe
+            values["rh_pct"] = round(h, 2)
