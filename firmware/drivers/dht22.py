@@ -1,8 +1,9 @@
 """DHT22 / AM2302 temperature and humidity on one GPIO, through the port's `dht` module.
 
 The board hands over a `dht.DHT22` (hw.dht22(pin)); its measure() bit-bangs one transfer
-(start pulse, 40 bits, checksum) and raises OSError: ETIMEDOUT when nothing answers, EIO on a
-bad checksum.
+(start pulse, 40 bits, checksum) and raises OSError: ETIMEDOUT when nothing answers. A bad
+checksum is OSError EIO on some ports, and on an ESP32 a plain Exception("checksum error") from
+the frozen `dht` module (micropython-lib's dht.py): both are `checksum`.
 
 Known lies and what this driver does: the AM2302 datasheet allows one conversion every 2 s and
 a faster read returns stale or corrupt data, so within 2 s of the last good conversion the driver
@@ -52,6 +53,10 @@ class Sensor:
                 self._d.measure()
             except OSError as e:
                 raise SensorError("checksum" if e.args and e.args[0] == 5 else "timeout")
+            except Exception as e:
+                if e.args and e.args[0] == "checksum error":
+                    raise SensorError("checksum")
+                raise
             t = self._d.temperature()
             h = self._d.humidity()
             if not (-40 <= t <= 80 and 0 <= h <= 100):

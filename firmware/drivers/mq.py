@@ -11,7 +11,10 @@ it counts from the driver's start; the datasheets ask 24-48 h for a new sensor, 
 burnt-in one); the ADC is
 noisy, so `samples` reads are averaged (microvolts from the calibrated `read_uv` where the port
 has it, else read_u16 scaled to 3.3 V); an ESP32 input clipped near 3.3 V gives a wrong Rs, so a
-saturated ADC is `out_of_range`, and ~0 V (no module, AOUT unconnected) is `not_found`. Rs also
+saturated ADC is `out_of_range`, and ~0 V (no module, AOUT unconnected) is `not_found`.
+Saturation is judged on the raw count (read_u16 at full scale), not on read_uv: an ESP32's
+calibrated top differs from module to module (eFuse calibration: 3.1 to 3.3 V at 11 dB), so no
+one voltage marks it. Rs also
 depends on temperature and humidity (datasheet "influence of temperature/humidity" chart, about
 ±15 % between 10 and 40 °C): this driver does not correct for it, the values are indicative.
 
@@ -75,7 +78,7 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-_SAT_UV = const(3150000)    # above this the ESP32 ADC is flat: Rs would be wrong
+_SAT_U16 = const(65000)     # the last 1 % of the raw range: the ESP32 ADC is flat there
 _ZERO_UV = const(20000)     # below 20 mV there is no sensor on the pin
 _BATCH = const(8)
 
@@ -114,15 +117,19 @@ class Sensor:
         return up if up is not None else time.ticks_diff(time.ticks_ms(), self._t0)
 
     async def measure_uv(self):
-        """The mean ADC input in µV over `samples` reads."""
+        """The mean ADC input in µV over `samples` reads; `out_of_range` if any read is clipped
+        (one clipped read pulls the mean below the real voltage)."""
         adc = self._adc
         n = self.conf["samples"]
         s = 0
         for i in range(n):
             if i and i % _BATCH == 0:
                 await asyncio.sleep_ms(1)
+            raw = adc.read_u16()
+            if raw >= _SAT_U16:
+                raise SensorError("out_of_range")
             # Sum in µV stays a small int: 256 x 3.3e6 < 2**30.
-            s += adc.read_uv() if self._uv else adc.read_u16() * 3223 // 64  # 3.3 V / 65535 = 50.36 µV a count
+            s += adc.read_uv() if self._uv else raw * 3223 // 64  # 3.3 V / 65535 = 50.36 µV a count
         return s // n
 
     async def measure_rs(self):
@@ -131,8 +138,6 @@ class Sensor:
         uv = await self.measure_uv()
         if uv < _ZERO_UV:
             raise SensorError("not_found")
-        if uv >= _SAT_UV:
-            raise SensorError("out_of_range")
         v = uv * c["divider"] / 1000000
         try:
             return rs_kohm(v, c["vc_v"], c["rl_kohm"])

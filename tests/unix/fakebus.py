@@ -112,11 +112,17 @@ class FakeI2C:
 
 
 class FakeAdc:
-    def __init__(self, uv):
-        self.uv = uv
+    """An ESP32 ADC at 11 dB: read_uv calibrated, read_u16 the raw count (full scale at `top_uv`,
+    the module's calibrated top)."""
+
+    def __init__(self, uv, top_uv=3300000):
+        self.uv, self.top_uv = uv, top_uv
 
     def read_uv(self):
-        return self.uv
+        return min(self.uv, self.top_uv)
+
+    def read_u16(self):
+        return 65535 if self.uv >= self.top_uv else self.uv * 65535 // self.top_uv
 
 
 class FakeDht:
@@ -126,6 +132,8 @@ class FakeDht:
 
     def measure(self):
         self.calls += 1
+        if isinstance(self.err, str):
+            raise Exception(self.err)       # the ESP32's dht.py: Exception("checksum error")
         if self.err is not None:
             raise OSError(self.err)
 

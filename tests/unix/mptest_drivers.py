@@ -348,6 +348,9 @@ async def test_mq_warming_up_not_found_saturated():
     await fails(mq.Sensor(conf_of(dict(GAS, preheat_s=60)), FakeHw(adc=FakeAdc(1000000))).read({}), "warming_up", 50)
     await fails(mq.Sensor(conf_of(GAS), FakeHw(adc=FakeAdc(3000))).read({}), "not_found", 50)
     await fails(mq.Sensor(conf_of(GAS), FakeHw(adc=FakeAdc(3300000))).read({}), "out_of_range", 50)
+    # A module whose calibrated top is 3.13 V: read_uv never reaches 3.15 V, the raw count says
+    # it is clipped (the old check on read_uv took 3.13 V for a reading)
+    await fails(mq.Sensor(conf_of(GAS), FakeHw(adc=FakeAdc(3250000, top_uv=3130000))).read({}), "out_of_range", 50)
     # 2 V through a divider of 3 = 6 V at the module, above Vc = 5 V: impossible
     await fails(mq.Sensor(conf_of(dict(GAS, divider=3.0)), FakeHw(adc=FakeAdc(2000000))).read({}), "out_of_range", 50)
 
@@ -371,7 +374,7 @@ async def test_dht22_values_cache_and_errors():
     await s.read(v)                                  # within 2 s: the last conversion again
     assert d.calls == 1
     for dht, code in ((FakeDht(err=110), "timeout"), (FakeDht(err=5), "checksum"),
-                      (FakeDht(-60.0, 50.0), "out_of_range")):
+                      (FakeDht(err="checksum error"), "checksum"), (FakeDht(-60.0, 50.0), "out_of_range")):
         s = dht22.Sensor(conf_of({"name": "air", "type": "dht22"}), FakeHw(dht=dht))
         s._t0 = time.ticks_add(time.ticks_ms(), -1000)   # powered up a second ago
         await fails(s.read({}), code, 50)
@@ -464,6 +467,15 @@ async def test_sim_mq_and_dht22():
     s._t0 = time.ticks_add(time.ticks_ms(), -1000)   # powered up a second ago
     await s.read(v)
     assert abs(v["air_temp_c"] - hw.world()[1]) < 0.1, v
+
+
+async def test_sim_esp32_adc_top_and_dht22_checksum():
+    # Rs 2 kΩ: 5 * 10 / 12 = 4.17 V at the pin, above this module's calibrated top of 3.13 V
+    hw = sim(gas={"rs_kohm": 2.0, "amp": 0.0, "adc_top_uv": 3130000}, dht22_checksum=1.0)
+    await fails(drivers.make(conf_of(GAS), hw).read({}), "out_of_range", 50)
+    s = drivers.make(conf_of({"name": "air", "type": "dht22"}), hw)
+    s._t0 = time.ticks_add(time.ticks_ms(), -1000)
+    await fails(s.read({}), "checksum", 50)
 
 
 async def test_sim_missing_sensors_give_their_codes():

@@ -21,7 +21,9 @@ passed as a dict); every key is optional:
      "spikes": 0.05,             # chance that a ping or A02 frame sees a corner reflection
      "air": {"temp_c": 27.0, "temp_amp": 4.0, "rh_pct": 75.0, "rh_amp": 15.0, "pressure_hpa": 1009.0},
      "pm": {"pm2_5": 35.0, "amp": 0.5},                  # daily cycle peaking at 07:00
-     "gas": {"rs_kohm": 60.0, "amp": 0.2, "rl_kohm": 10.0, "vc_v": 5.0, "divider": 1.0},
+     "gas": {"rs_kohm": 60.0, "amp": 0.2, "rl_kohm": 10.0, "vc_v": 5.0, "divider": 1.0,
+             "adc_top_uv": 3200000},    # what read_uv says at full scale (an ESP32's varies by module)
+     "dht22_checksum": 0.0,      # chance a DHT22 transfer fails its checksum (ESP32: Exception)
      "bme280_address": 118}
 
 One river, several gauges: `distance_cm` is seen by the highest-mounted ranging sensor of the
@@ -256,7 +258,7 @@ class _Adc:
         self._w = None               # the world the voltage below was worked out for
         self._uv = 0
 
-    def read_uv(self):
+    def _in_uv(self):
         s = self._sim
         noise = random.randint(0, 5000)
         if s.gone("mq"):
@@ -267,7 +269,21 @@ class _Adc:
             rl = s._get("gas", "rl_kohm", 10.0)
             self._uv = int(s._get("gas", "vc_v", 5.0) * rl / (rl + w[5]) / s._get("gas", "divider", 1.0) * 1000000)
         uv = self._uv + noise - 2500
-        return 3200000 if uv > 3200000 else uv if uv > 0 else 0
+        return uv if uv > 0 else 0
+
+    def read_uv(self):
+        top = self._sim._get("gas", "adc_top_uv", 3200000)
+        uv = self._in_uv()
+        return top if uv > top else uv
+
+    def read_u16(self):
+        # 12 bits scaled to 16 (4095 -> 65535), flat from the calibrated top up
+        top = self._sim._get("gas", "adc_top_uv", 3200000)
+        uv = self._in_uv()
+        if uv >= top:
+            return 65535
+        c = (uv >> 4) * 4095 // (top >> 4)      # small ints on a 32-bit port
+        return (c << 4) | (c >> 8)
 
 
 class _Dht:
@@ -278,6 +294,8 @@ class _Dht:
     def measure(self):
         if self._sim.gone("dht22"):
             raise OSError(110)          # ETIMEDOUT: nothing answered the start pulse
+        if random.random() < self._sim.sc.get("dht22_checksum", 0.0):
+            raise Exception("checksum error")   # what the ESP32's frozen dht.py raises
         w = self._sim.world()
         self._t, self._h = round(w[1], 1), round(w[2], 1)   # the DHT22 resolves 0.1
 
