@@ -180,6 +180,8 @@ def main():
     rtc = persist.read_json("rtc.json") if deep and reset == "deepsleep" else None
     boot = rtc["boot"] if rtc else persist.next_boot()
     clk = hw.clock()
+    if rtc and rtc.get("synced"):
+        clk.synced = True   # an ESP32's RTC keeps counting through deep sleep: still set after the wake
     ob_err = None
     try:
         import outbox
@@ -196,8 +198,8 @@ def main():
     try:
         extra = hw.clock_tasks(clk, cfg, log)
         if deep:
-            asyncio.run(n.run_once())
-            persist.write_json("rtc.json", {"boot": boot, "seq": n.seq})
+            asyncio.run(n.run_once(extra=extra))
+            persist.write_json("rtc.json", {"boot": boot, "seq": n.seq, "synced": clk.synced})
             hw.deepsleep(int(n.cfg["interval_s"] * 1000))   # `set` may have changed it
         else:
             asyncio.run(n.run(hw.watchdog(node.WDT_MS), extra))

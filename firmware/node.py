@@ -29,9 +29,10 @@ HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (EN
 # task makes between two beats: a reply's 10 s for the link plus 3 x 10 s for its PUBACK.
 STALE_MS = const(45000)
 WDT_MS = const(60000)
-_SENSOR_CAP_MS = const(15000)
+_SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
 LAST_CRASH = "crash.last.json"
-_CMD_GRACE_MS = const(500)   # deep sleep: how long a wake listens for commands kept at the broker  # safety net over every driver's own documented bound
+_CMD_GRACE_MS = const(500)   # deep sleep: how long a wake listens for commands kept at the broker
+_SYNC_MS = const(3000)   # a deep-sleep wake waits this long for a first clock (NTP) before reading
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
 
@@ -374,13 +375,20 @@ class Node:
         # The first task to fail ends the node (main.py records the crash and resets).
         await asyncio.gather(*self._tasks)
 
-    async def run_once(self, budget_ms=20000):
+    async def run_once(self, budget_ms=20000, extra=(), sync_ms=_SYNC_MS):
         """Deep-sleep mode: one cycle, deliver what is stored and answer the commands that waited
-        at the broker, within the budget; then say "asleep" (retained) and when we should wake."""
+        at the broker, within the budget; then say "asleep" (retained) and when we should wake.
+        `extra`: tasks that run meanwhile (NTP: a wake starts with an unsynced clock, and a
+        reading without a time would say `ts: null`); with them the cycle waits up to sync_ms
+        for a clock."""
         self.report_crash()
         self._ota_boot()
         lt = asyncio.create_task(self.link.run())
         ct = asyncio.create_task(self.commands.task())
+        xt = [asyncio.create_task(c) for c in extra]
+        t0 = time.ticks_ms()
+        while xt and self.ts() is None and time.ticks_diff(time.ticks_ms(), t0) < sync_ms:
+            await asyncio.sleep_ms(50)
         await self.cycle()
         end = time.ticks_add(time.ticks_ms(), budget_ms)
         while self.pending() and time.ticks_diff(end, time.ticks_ms()) > 0:
@@ -407,6 +415,8 @@ class Node:
         await self.link.stop((self.t_status, telemetry.asleep(int(self.cfg["interval_s"]), self.ts())))
         lt.cancel()
         ct.cancel()
+        for t in xt:
+            t.cancel()
         self.flush()
 
     def deinit(self):

@@ -473,3 +473,42 @@ def test_image_trial_is_confirmed_by_the_birth_or_reported_when_rolled_back():
         assert not n2.trial
     finally:
         os.chdir(here)
+
+
+async def test_deep_sleep_wake_waits_for_the_clock_and_stops_ntp():
+    # A wake from deep sleep starts with an unsynced clock; NTP (an extra task) sets it a moment
+    # later. run_once runs it and reads once it is set: the reading has a ts, not null.
+    ob = FakeOutbox()
+    n = _node(_cfg(), ob)
+    now = [None]
+    n.clock = lambda: now[0]
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"air_temp_c": 27.1}])]]
+    state = {"ran": False, "cancelled": False}
+
+    async def ntp():
+        state["ran"] = True
+        await asyncio.sleep_ms(150)
+        now[0] = 1764390000
+        try:
+            await asyncio.sleep_ms(60000)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+
+    await n.run_once(budget_ms=100, extra=(ntp(),))
+    await asyncio.sleep_ms(0)
+    d = json.loads(ob.recs[0][1:])
+    assert d["ts"] == 1764390000 and state == {"ran": True, "cancelled": True}, (d, state)
+
+
+async def test_deep_sleep_wake_without_a_clock_reads_after_the_bound():
+    ob = FakeOutbox()
+    n = _node(_cfg(), ob)
+    n.clock = lambda: None
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"air_temp_c": 27.1}])]]
+
+    async def ntp_unreachable():
+        await asyncio.sleep_ms(60000)
+
+    await n.run_once(budget_ms=100, extra=(ntp_unreachable(),), sync_ms=200)   # returns: bounded
+    assert json.loads(ob.recs[0][1:])["ts"] is None
