@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 MOSQ    := $(shell command -v mosquitto 2>/dev/null || ls /usr/sbin/mosquitto 2>/dev/null)
 
-.PHONY: all setup test demo bench mosquitto clean esp32-unix typecheck
+.PHONY: all setup test demo bench mosquitto clean esp32-unix typecheck firmware-image
 
 all: test
 
@@ -33,6 +33,11 @@ mosquitto:
 # Without a source it says why in one line and the unix-port tests run on the 64-bit port only.
 esp32-unix:
 	@tools/esp32-unix.sh >/dev/null
+
+# A real board's image with the firmware frozen in (needs ESP-IDF: docs/esp32.md)
+BOARD ?= ESP32_GENERIC
+firmware-image:
+	@BOARD=$(BOARD) tools/firmware-image.sh
 
 # pyright over every file a board runs, against the ESP32 (and ESP32-S3) MicroPython stubs
 typecheck: $(STAMP)
