@@ -163,7 +163,7 @@ r = os.getenv("CITYNODE_RESET")
 print("boot reset=%s broker=%s" % (r, os.getenv("CITYNODE_BROKER")))
 if r == "power":
     sys.exit(77)
-if r == "soft":
+if r == "hard":
     with open(".deepsleep_ms", "w") as f:
         f.write("400")
     sys.exit(78)
@@ -181,7 +181,7 @@ def test_foreground_exit_codes_restart_with_the_reset_cause(tmp_path, env):
     r = run(["sim", "--flash", str(flash), "--empty", "--broker", "127.0.0.1:1884"], env=env, timeout=30)
     dt = time.monotonic() - t0
     assert r.stdout.splitlines() == ["boot reset=%s broker=127.0.0.1:1884" % c
-                                     for c in ("power", "soft", "deepsleep", "wdt")]
+                                     for c in ("power", "hard", "deepsleep", "wdt")]
     assert r.returncode == 5          # any other exit ends the foreground sim with its code
     assert dt >= 0.4                  # it slept the 400 ms the firmware asked for
     assert not (flash / ".deepsleep_ms").exists()

@@ -5,7 +5,9 @@ firmware asks its supervisor for a reset, and the banners the relay looks for.
     argv = [micropython(), "-i", "-c", BOOT]   # env: CITYNODE_FLASH, CITYNODE_SIMBOARD, ...
 
 Firmware exit codes on the sim: 77 machine.reset(), 78 deep sleep (sleep time in ms written to
-.deepsleep_ms), 79 watchdog. The next process gets CITYNODE_RESET=soft/deepsleep/wdt.
+.deepsleep_ms), 79 watchdog. The next process gets CITYNODE_RESET=hard/deepsleep/wdt: after
+machine.reset() an ESP32 reports a hard reset (ESP_RST_SW and ESP_RST_PANIC are HARD_RESET in
+the port's modmachine.c); only Ctrl-D's soft reboot is `soft`.
 """
 import importlib.resources
 import os
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 
 EXIT_RESET, EXIT_DEEPSLEEP, EXIT_WDT = 77, 78, 79
-RESTARTS = {EXIT_RESET: "soft", EXIT_DEEPSLEEP: "deepsleep", EXIT_WDT: "wdt"}
+RESTARTS = {EXIT_RESET: "hard", EXIT_DEEPSLEEP: "deepsleep", EXIT_WDT: "wdt"}
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_BANNER = b'Type "help()" for more information.'
