@@ -115,10 +115,23 @@ class Esp32:
     def uptime_ms(self):
         # ms since the chip started: the ESP32's ticks come from esp_timer, which a soft reset
         # (Ctrl-D, every citynode command) does not restart; a hard reset, a watchdog or a
-        # deep-sleep wake does. They wrap after 2**30 ms (12.4 days): a driver started in the
-        # first preheat_s after a wrap waits its warm-up once more.
+        # deep-sleep wake does. They wrap after 2**30 ms (12.4 days): a small ticks may be a
+        # wrap, and the node's own uptime, kept in RTC memory each cycle, says how long it has
+        # been up at least.
         import time
-        return time.ticks_ms()
+        return max(time.ticks_ms(), self.kept_uptime_s() * 1000)
+
+    # Uptime that outlives ticks_ms's wrap (2^30 ms, 12.4 days) and a soft reset: the node keeps
+    # its wrap-safe uptime in RTC memory, which a power loss clears (as it cools an MQ heater)
+    # and a reset or deep sleep keeps. probe.py reads it to tell a warm heater from a cold one.
+    def keep_uptime(self, up_s):
+        self.m.RTC().memory(str(up_s).encode())
+
+    def kept_uptime_s(self):
+        try:
+            return int(self.m.RTC().memory() or 0)
+        except ValueError:
+            return 0
 
     def deepsleep(self, ms):
         self.m.deepsleep(ms)
@@ -183,6 +196,12 @@ class SimSystem:
         import time
         t = os.getenv("CITYNODE_POWERON_MS")
         return time.time_ns() // 1000000 - int(t) if t else None
+
+    def keep_uptime(self, up_s):
+        self.kept = up_s    # the unix port's ticks count from the host's boot: nothing to keep
+
+    def kept_uptime_s(self):
+        return getattr(self, "kept", 0)
 
     def deepsleep(self, ms):
         with __import__("builtins").open(".deepsleep_ms", "w") as f:

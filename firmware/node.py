@@ -175,7 +175,10 @@ class Node:
                 errors["outbox"] = self.store_error
             seq = self.seq
             self.seq += 1
-            self.store(_KIND_T, telemetry.reading(self.boot, seq, ts, self.up_s(), values, errors, kept))
+            up = self.up_s()
+            self.store(_KIND_T, telemetry.reading(self.boot, seq, ts, up, values, errors, kept))
+            if self.hw is not None:
+                self.hw.keep_uptime(up)   # for probe.py: survives a soft reset, not ticks' wrap
             self._alarms(values, seq)
             gc.collect()  # between cycles, so the heap does not fragment on the next one
             return {"seq": seq, "ts": ts, "values": values, "errors": errors}

@@ -512,3 +512,25 @@ async def test_deep_sleep_wake_without_a_clock_reads_after_the_bound():
 
     await n.run_once(budget_ms=100, extra=(ntp_unreachable(),), sync_ms=200)   # returns: bounded
     assert json.loads(ob.recs[0][1:])["ts"] is None
+
+
+class UptimeHw:
+    def __init__(self):
+        self.kept = None
+
+    def keep_uptime(self, up_s):
+        self.kept = up_s
+
+
+async def test_cycle_keeps_the_wrap_safe_uptime_for_probe():
+    # ticks_ms wraps every 2^30 ms on an ESP32: the node's accumulated uptime goes to RTC memory
+    # each cycle (board.keep_uptime), and probe.up_ms takes the larger of it and ticks.
+    import probe
+    n = _node(_cfg())
+    n.hw = UptimeHw()
+    n._up_ms = 1073741 * 1000 + 5000      # up 12.4 days and 5 s: ticks have just wrapped
+    await n.cycle()
+    assert n.hw.kept == 1073746, n.hw.kept
+    # just after the wrap ticks say 5 s, and an MQ heater would look cold for its preheat
+    assert probe.up_ms(5000, n.hw.kept) == 1073746000
+    assert probe.up_ms(900000, 0) == 900000   # nothing kept (the first cycle not yet run): ticks
