@@ -8,7 +8,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_no_undefined_names_or_dead_imports():
-    p = subprocess.run([sys.executable, "-m", "pyflakes", "firmware", "host_tools/citynode/cli",
+    # firmware/manifest.py is run by MicroPython's manifest tool, which hands it include() & co.
+    fw = [str(p) for p in (ROOT / "firmware").rglob("*.py") if p.name != "manifest.py"]
+    p = subprocess.run([sys.executable, "-m", "pyflakes", *fw, "host_tools/citynode/cli",
                         "host_tools/citynode/sim"] + [str(f) for f in (ROOT / "host_tools/citynode").glob("*.py")],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr

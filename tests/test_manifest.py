@@ -2,7 +2,10 @@
 drivers package; never main.py (a deploy may change the boot) nor the simulator."""
 import os
 
+import pytest
+
 from conftest import FIRMWARE
+from citynode import vesp32
 
 
 def entries():
@@ -27,3 +30,14 @@ def test_manifest_freezes_the_board_firmware_and_nothing_else():
     assert modules == expected and "node.py" in modules
     assert ("package", "drivers") in calls and ("include", "$(MPY_DIR)/extmod/asyncio") in calls
     assert not [p for k, p in calls if "sim" in p]
+
+
+def test_the_virtual_esp32_has_frozen_every_module_the_manifest_names():
+    exe = vesp32.binary("frozen")
+    if exe is None:
+        pytest.skip(vesp32.why_missing())
+    frozen = vesp32.frozen_modules(exe)
+    want = {p for k, p in entries() if k == "module"} | {
+        "drivers/" + p.name for p in (FIRMWARE / "drivers").glob("*.py")}
+    assert want <= frozen, want - frozen
+    assert "main.py" not in frozen and "manifest.py" not in frozen

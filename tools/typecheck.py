@@ -45,7 +45,8 @@ def check(profile, extra=()):
     cfg = d / "pyrightconfig.json"
     cfg.write_text(json.dumps({
         "stubPath": str(d), "typeshedPath": str(d),          # MicroPython's library, not CPython's
-        "extraPaths": [str(ROOT / "firmware")],              # imports as on the board: flat
+        # imports as on the board: flat; the simulated board resolves (it is not checked here)
+        "extraPaths": [str(ROOT / "firmware"), str(ROOT / "host_tools" / "citynode" / "sim" / "board")],
         "pythonVersion": "3.12", "typeCheckingMode": "basic",
         "reportMissingModuleSource": "none",                 # stubs without source: the norm here
     }))

@@ -59,6 +59,10 @@ class Polled:
         self._asleep = False
         self._got = 0
 
+    async def wake(self):
+        """Each sensor's own: its wake-up command (pms5003, sds011)."""
+        raise NotImplementedError
+
     async def _ready(self):
         """Before a reading: awake (a `sample` outside the node's schedule wakes it for next
         time), warmed up, the UART's stale bytes dropped."""

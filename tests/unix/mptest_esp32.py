@@ -29,7 +29,11 @@ def test_firmware_modules_frozen_on_the_esp32_only():
     mods = board_modules()
     assert "node" in mods and "drivers.bme280" in mods and "drivers" in [m.split(".")[0] for m in mods]
     for m in mods:
-        mod = __import__(m, None, None, ("x",))
+        try:
+            mod = __import__(m, None, None, ("x",))
+        except ImportError as e:    # wifi.py: the ESP32's network module (test_manifest checks it)
+            assert "network" in str(e), (m, e)
+            continue
         # a frozen module's __file__ is its path inside the image ("node.py"); a file's has a dir
         frozen = "/" not in mod.__file__ or mod.__file__.startswith("drivers/")
         assert frozen == ESP32, (m, mod.__file__)
