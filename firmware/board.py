@@ -219,11 +219,15 @@ class SimSystem:
         return None   # the host's network is up
 
     def clock(self):
+        # The host's clock is synchronised; with an NTP server to ask (CITYNODE_NTP) the node
+        # starts unsynced, as a board does, and its clock task syncs it.
         import clock
-        return clock.Clock(synced=True)   # the host's clock is synchronised
+        import os
+        return clock.Clock(synced=not os.getenv("CITYNODE_NTP"))
 
     def clock_tasks(self, clk, cfg, log):
-        return ()
+        import os
+        return (clk.ntp_loop(cfg["ntp_host"], log),) if os.getenv("CITYNODE_NTP") else ()
 
     def watchdog(self, timeout_ms):
         return None   # the supervisor is the virtual node's watchdog

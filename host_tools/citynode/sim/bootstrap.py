@@ -38,6 +38,8 @@ def _cn():
         import json, simhw, simhw_uart, simhw_bme280
         with open(sb + '/boards/sim.json') as f:
             simhw.PROFILES['sim'] = json.load(f)
+        if os.getenv('CITYNODE_NTP'):
+            import ntptime   # in place of an ESP32 image's frozen one
     vfs.mount(vfs.VfsPosix(os.getenv('CITYNODE_FLASH')), '/')
     os.chdir('/')
     sys.path[:] = ['', '.frozen', '/lib']
