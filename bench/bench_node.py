@@ -262,6 +262,8 @@ def esp32_main():
         print("## Node on the virtual ESP32\n\nNot measured: %s" % vesp32.why_missing())
         return
     tmp = tempfile.mkdtemp(prefix="citynode-bench-esp32-")
+    # copies: a rebuild meanwhile (pytest brings the build up to date) must not change them
+    builds = [(k, Path(shutil.copy(exe, Path(tmp) / Path(exe).name))) for k, exe in builds]
     b = Mosquitto(Path(tmp) / "broker")
     b.start()
     rows, costs, sleep = [], {}, {}
