@@ -35,7 +35,7 @@ def flash_dir(tmp, cfg=None, exe=MP, name="flash"):
     shutil.copytree(ROOT / "firmware", d, ignore=shutil.ignore_patterns("__pycache__", "manifest.py"))
     shutil.copytree(ROOT / "boards", d / "boards")
     # the simulated board beside the firmware (a virtual node loads it from the host instead)
-    for p in SIM_BOARD.glob("*.py"):
+    for p in SIM_BOARD.glob("simhw*.py"):   # the peripherals; the REPL-facing parts need no node
         shutil.copy(p, d)
     shutil.copy(SIM_BOARD / "boards" / "sim.json", d / "boards")
     shutil.copy(ROOT / "bench" / "node_cycles_mp.py", d)

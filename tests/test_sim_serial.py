@@ -91,18 +91,18 @@ def test_raw_repl_raw_paste_and_soft_reset_back_into_raw_repl(tmp_path, env):
             s.write(b"\r\x01")
             read_until(s, b"raw REPL; CTRL-B to exit\r\n>")
             s.write(b"print(1+1)\x04")
-            assert read_until(s, b"\x04>").endswith(b"OK2\n\x04\x04>")
+            assert read_until(s, b"\x04>").endswith(b"OK2\r\n\x04\x04>")   # \r\n as a board's
             s.write(b"\x05A\x01")                       # raw-paste
             hdr = s.read(4)
             assert hdr[:2] == b"R\x01" and int.from_bytes(hdr[2:4], "little") > 0
             s.write(b"print('paste')\x04")
-            assert b"paste\n\x04\x04>" in read_until(s, b"\x04>")
+            assert b"paste\r\n\x04\x04>" in read_until(s, b"\x04>")
             s.write(b"\x04")                            # soft reset from the raw REPL
             out = read_until(s, b"raw REPL; CTRL-B to exit\r\n>")
             assert out.startswith(b"OK\r\nMPY: soft reboot\r\n"), out
             assert b"tick" not in out                  # main.py does not run
             s.write(b"import os; print(os.getenv('CITYNODE_RESET'))\x04")
-            assert b"OKsoft\n" in read_until(s, b"\x04>")
+            assert b"OKsoft\r\n" in read_until(s, b"\x04>")
             s.write(b"\r\x02")                          # friendly REPL
             assert b">>> " in read_until(s, b">>> ")
 

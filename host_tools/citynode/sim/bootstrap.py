@@ -35,12 +35,17 @@ def _cn():
         # The simulated board is the node's hardware, not files on its flash: loaded from the
         # host before the flash directory becomes "/".
         sys.path[:] = [sb]
-        import json, simhw, simhw_uart, simhw_bme280
+        import json, machine, simflash, simhw, simhw_uart, simhw_bme280
         with open(sb + '/boards/sim.json') as f:
             simhw.PROFILES['sim'] = json.load(f)
         if os.getenv('CITYNODE_NTP'):
             import ntptime   # in place of an ESP32 image's frozen one
-    vfs.mount(vfs.VfsPosix(os.getenv('CITYNODE_FLASH')), '/')
+    flash = os.getenv('CITYNODE_FLASH')
+    try:
+        vfs.umount('/')   # the unix port's own view of the host: a board has one filesystem
+    except OSError:
+        pass
+    vfs.mount(simflash.Flash(flash) if sb else vfs.VfsPosix(flash), '/')
     os.chdir('/')
     sys.path[:] = ['', '.frozen', '/lib']
     serial = os.getenv('CITYNODE_SERIAL') == '1'

@@ -47,6 +47,7 @@ class Pump:
         self.scan = b""
         self.tail = b""
         self.line = b""
+        self.cr = False                     # the last byte sent to the client was a \r
         self.inject = bytearray()
         self.to_node = node._to_node
         self.to_client = node._to_client
@@ -130,9 +131,18 @@ class Pump:
         self.tail = t[-40:]
         if self.n.serial:
             if self.connected:
-                self.to_client += seg
+                self.to_client += self.crlf(seg)
         elif not self.n._stop.is_set():   # not the KeyboardInterrupt of a deliberate stop
             self.lines(seg)
+
+    def crlf(self, seg):
+        """A board's REPL ends lines with \r\n (MicroPython's cooked stdout); the unix port's
+        with \n alone. What already has its \r keeps it, across pieces too."""
+        out = seg.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if self.cr and seg[:1] == b"\n":
+            out = out[1:]
+        self.cr = seg[-1:] == b"\r"
+        return out
 
     def lines(self, seg, final=False):
         self.line += seg

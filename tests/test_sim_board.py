@@ -1,0 +1,71 @@
+"""The virtual node as a board looks to the tools on its serial port, with an unmodified mpremote:
+`ls` gives file sizes, `df` an ESP32_GENERIC's 2 MiB filesystem (not the host's disk), `reset`
+restarts it with the reset cause an ESP32 reports (hard); `machine.unique_id()` is there, and
+the REPL ends its lines with \\r\\n."""
+import os
+import subprocess
+
+import pytest
+import serial
+
+from simproc import MPREMOTE, SimProc
+
+TICKER = "import time\nwhile True:\n    time.sleep(0.05)\n"
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    os.makedirs(e["XDG_RUNTIME_DIR"])
+    return e
+
+
+def mpremote(port, *args):
+    r = subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r
+    return r.stdout
+
+
+def test_mpremote_ls_df_reset_unique_id_as_on_a_board(tmp_path, env):
+    flash = tmp_path / "flash"
+    (flash / "lib").mkdir(parents=True)
+    (flash / "main.py").write_text(TICKER)
+    (flash / "data.bin").write_bytes(b"x" * 5000)
+    with SimProc(flash, "--empty", env=env) as sim:
+        sizes = {ln.split()[-1]: int(ln.split()[0]) for ln in mpremote(sim.port, "ls").splitlines()[1:]}
+        assert sizes == {"main.py": len(TICKER), "data.bin": 5000, "lib/": 0}, sizes
+
+        lines = mpremote(sim.port, "df").splitlines()
+        assert lines[0].split() == ["filesystem", "size", "used", "avail", "use%", "mounted", "on"]
+        assert len(lines) == 2, lines                    # one filesystem, as on a board
+        _, size, used, avail, _, mount = lines[1].split()
+        # 512 blocks of 4 KiB: 2 for littlefs's root, 1 per directory (/, lib), 2 for data.bin,
+        # 1 for main.py
+        assert (int(size), int(used), int(avail), mount) == (2097152, 7 * 4096, 505 * 4096, "/"), lines
+
+        uid = mpremote(sim.port, "exec", "import machine; print(machine.unique_id().hex())").strip()
+        assert len(uid) == 12 and uid == mpremote(sim.port, "exec", "import machine; print(machine.unique_id().hex())").strip()
+
+        mpremote(sim.port, "reset")
+        cause = mpremote(sim.port, "resume", "exec", "import os; print(os.getenv('CITYNODE_RESET'))").strip()
+        assert cause == "hard", cause
+
+
+def test_repl_lines_end_with_crlf(tmp_path, env):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    with SimProc(flash, "--empty", env=env) as sim:
+        with serial.Serial(sim.port, 115200, timeout=0.2) as s:
+            s.write(b"\r\n")
+            buf = b""
+            for _ in range(50):
+                buf += s.read(256)
+                if buf.count(b">>> ") >= 1:
+                    break
+            s.write(b"print('a')\r")
+            for _ in range(50):
+                buf += s.read(256)
+                if b"a\r\n>>> " in buf:
+                    break
+            assert b"a\r\n>>> " in buf, buf
+            assert b"\n" not in buf.replace(b"\r\n", b""), buf   # no bare \n anywhere
