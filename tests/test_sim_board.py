@@ -3,6 +3,7 @@
 restarts it with the reset cause an ESP32 reports (hard); `machine.unique_id()` is there, and
 the REPL ends its lines with \\r\\n."""
 import os
+import sys
 import subprocess
 
 import pytest
@@ -69,3 +70,17 @@ def test_repl_lines_end_with_crlf(tmp_path, env):
                     break
             assert b"a\r\n>>> " in buf, buf
             assert b"\n" not in buf.replace(b"\r\n", b""), buf   # no bare \n anywhere
+
+
+def test_on_the_virtual_esp32_the_heap_is_an_esp32s(tmp_path, env):
+    from citynode import vesp32
+    exe = vesp32.binary("plain")
+    if exe is None:
+        pytest.skip(vesp32.why_missing())
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "main.py").write_text("import gc, sys\nprint('heap', gc.mem_free() + gc.mem_alloc(), sys.maxsize)\n")
+    r = subprocess.run([sys.executable, "-m", "citynode", "sim", "--flash", str(flash), "--empty"],
+                       env=dict(env, CITYNODE_MICROPYTHON=str(exe)), capture_output=True, text=True, timeout=60)
+    heap, maxsize = r.stdout.split()[-2:]
+    assert int(maxsize) == 2**31 - 1 and 54 * 1024 <= int(heap) <= 56 * 1024, r.stdout

