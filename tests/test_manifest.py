@@ -41,3 +41,12 @@ def test_the_virtual_esp32_has_frozen_every_module_the_manifest_names():
         "drivers/" + p.name for p in (FIRMWARE / "drivers").glob("*.py")}
     assert want <= frozen, want - frozen
     assert "main.py" not in frozen and "manifest.py" not in frozen
+
+
+def test_deploy_knows_what_a_frozen_image_holds():
+    # deploy skips what an image of the same version has frozen in: the manifest's modules
+    from citynode import deploy
+    src = deploy.sources(FIRMWARE.parent)
+    frozen = {p for k, p in entries() if k == "module"} | {
+        "drivers/" + p.name for p in (FIRMWARE / "drivers").glob("*.py")}
+    assert deploy.frozen_paths(src) == frozen

@@ -9,9 +9,10 @@ import subprocess
 import pytest
 import serial
 
+from helpers import wait_for
 from simproc import MPREMOTE, SimProc
 
-TICKER = "import time\nwhile True:\n    time.sleep(0.05)\n"
+TICKER = "import time\nopen('boots', 'a').write('x')\nwhile True:\n    time.sleep(0.05)\n"
 
 
 @pytest.fixture
@@ -34,20 +35,22 @@ def test_mpremote_ls_df_reset_unique_id_as_on_a_board(tmp_path, env):
     (flash / "data.bin").write_bytes(b"x" * 5000)
     with SimProc(flash, "--empty", env=env) as sim:
         sizes = {ln.split()[-1]: int(ln.split()[0]) for ln in mpremote(sim.port, "ls").splitlines()[1:]}
-        assert sizes == {"main.py": len(TICKER), "data.bin": 5000, "lib/": 0}, sizes
+        assert sizes == {"main.py": len(TICKER), "data.bin": 5000, "lib/": 0, "boots": 1}, sizes
 
         lines = mpremote(sim.port, "df").splitlines()
         assert lines[0].split() == ["filesystem", "size", "used", "avail", "use%", "mounted", "on"]
         assert len(lines) == 2, lines                    # one filesystem, as on a board
         _, size, used, avail, _, mount = lines[1].split()
         # 512 blocks of 4 KiB: 2 for littlefs's root, 1 per directory (/, lib), 2 for data.bin,
-        # 1 for main.py
-        assert (int(size), int(used), int(avail), mount) == (2097152, 7 * 4096, 505 * 4096, "/"), lines
+        # 1 each for main.py and boots
+        assert (int(size), int(used), int(avail), mount) == (2097152, 8 * 4096, 504 * 4096, "/"), lines
 
         uid = mpremote(sim.port, "exec", "import machine; print(machine.unique_id().hex())").strip()
         assert len(uid) == 12 and uid == mpremote(sim.port, "exec", "import machine; print(machine.unique_id().hex())").strip()
 
         mpremote(sim.port, "reset")
+        # as after a board's reset: talk to it again once it has booted (main.py ran again)
+        wait_for(lambda: (flash / "boots").read_text() == "xx", 20, what="the node's boot after the reset")
         cause = mpremote(sim.port, "resume", "exec", "import os; print(os.getenv('CITYNODE_RESET'))").strip()
         assert cause == "hard", cause
 

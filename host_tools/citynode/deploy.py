@@ -67,7 +67,13 @@ w('',('.py','.mpy'))
 try:os.stat('fw.json');R.append('fw.json ota')
 except OSError:pass
 R.sort();i=sys.implementation
-print(getattr(i,'_mpy',0),sys.platform,i.version)
+F=None;m=sys.modules.pop('version',None);q=sys.path[:]
+try:
+ sys.path[:]=['.frozen'];import version as V;F=V.VERSION
+except:pass
+sys.path[:]=q;sys.modules.pop('version',None)
+if m:sys.modules['version']=m
+print(getattr(i,'_mpy',0),sys.platform,i.version,'frozen=%%s'%%F)
 R='\\n'.join(R)
 print('='if B.hexlify(H.sha256(R).digest())[:%(hx)d]==%(expect)r else R)
 """
@@ -220,11 +226,14 @@ def scan_script(expect, clean, keep_boot=True):
 
 
 def parse_scan(out):
-    """(abi, version, platform, {path: hash} or None when the digest matched)."""
+    """(abi, version, platform, {path: hash} or None when the digest matched, the firmware
+    version frozen into the node's image or None)."""
     lines = out.decode("utf-8", "replace").splitlines()
     m = re.match(r"(\d+) (\S+) \((\d+), (\d+), (\d+)", lines[0]) if lines else None
     if not m:
         raise CheckFailed("unexpected answer from the node: %r" % out[:80])
+    fz = re.search(r" frozen=(\S+)$", lines[0])
+    frozen = fz.group(1) if fz and fz.group(1) != "None" else None
     files = None
     if lines[1:] != ["="]:
         files = {}
@@ -232,7 +241,18 @@ def parse_scan(out):
             if " " in ln:
                 p, h = ln.rsplit(" ", 1)
                 files[p] = h
-    return Abi(int(m.group(1))), "%s.%s.%s" % m.group(3, 4, 5), m.group(2), files
+    return Abi(int(m.group(1))), "%s.%s.%s" % m.group(3, 4, 5), m.group(2), files, frozen
+
+
+def frozen_paths(src):
+    """The node paths (as sources) that a frozen image of this firmware holds: every module but
+    main.py and boot.py (firmware/manifest.py; tests/test_manifest.py keeps the two in step)."""
+    return {rel for rel in src if rel.endswith(".py") and rel not in SOURCE_ONLY}
+
+
+def version_of(src):
+    m = re.search(rb'^VERSION = "([^"]+)"', src["version.py"].read_bytes(), re.M) if "version.py" in src else None
+    return m.group(1).decode() if m else None
 
 
 def plan(host, node, keep_boot):
@@ -272,14 +292,17 @@ def transfer_calls(files, send):
     return calls
 
 
-def commit_call(send, remove):
-    """One exec call: renames into place (main.py last) and removals."""
+def commit_call(send, remove, rmdirs=()):
+    """One exec call: renames into place (main.py last), removals, and directories removed if
+    they are empty (an empty drivers/ would be imported in place of a frozen drivers package)."""
     rest = [p for p in send if p != "main.py"]
     lines = ["import os"]
     if rest:
         lines.append("for n in %r:os.rename(n+'.part',n)" % (tuple(rest),))
     if remove:
         lines.append("for n in %r:\n try:os.remove(n)\n except OSError:pass" % (tuple(remove),))
+    if rmdirs:
+        lines.append("for n in %r:\n try:os.rmdir(n)\n except OSError:pass" % (tuple(rmdirs),))
     if "main.py" in send:
         lines.append("os.rename('main.py.part','main.py')")
     return "\n".join(lines) + "\n"
@@ -302,21 +325,33 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
     expect = _digest(p + " " + _short(d) for p, d in guess.items()) if guess else ""
     out = dev.exec(scan_script(expect if not source else "", clean=not dry_run,
                                keep_boot=keep_boot))
-    abi, ver, plat, node = parse_scan(out)
-    if node is None and (abi.version, abi.sub) != HOST_MPY:
-        # the node holds what we compiled for the wrong ABI: look again, file by file
-        abi, ver, plat, node = parse_scan(dev.exec(scan_script("", clean=not dry_run,
-                                                               keep_boot=keep_boot)))
+    abi, ver, plat, node, frozen = parse_scan(out)
+    if node is None and ((abi.version, abi.sub) != HOST_MPY or frozen):
+        # the node holds what we compiled for the wrong ABI, or its image has the firmware
+        # frozen in: look again, file by file
+        abi, ver, plat, node, frozen = parse_scan(dev.exec(scan_script("", clean=not dry_run,
+                                                                       keep_boot=keep_boot)))
     summary = {"port": dev.port, "micropython": ver, "platform": plat, "mpy": str(abi),
                "dry_run": dry_run, "sent": [], "skipped": [], "removed": [], "bytes": 0,
-               "file_bytes": 0}
+               "file_bytes": 0, "frozen": frozen}
+    same = frozen is not None and frozen == version_of(src)
+    if frozen is not None and not same:
+        summary["note"] = ("the node's image has firmware %s frozen in, this is %s: sent as files, which "
+                           "take precedence (an image of this version frees their RAM: make firmware-image)"
+                           % (frozen, version_of(src)))
+    # what the image holds is not sent; copies on the flash would shadow it, so they go
+    shadowed = {(p[:-3] + ".mpy" if not source else p) for p in frozen_paths(src)} if same else set()
     if node is None:  # the node has exactly what we would send
         summary["skipped"] = sorted(guess)
     else:
         files = guess if (guess is not None and (abi.version, abi.sub) == HOST_MPY) else \
             build(abi, source=source, root=root)
+        files = {p: d for p, d in files.items() if p not in shadowed}
         send, skip, remove = plan(files, node, keep_boot)
-        ours = [p for p, h in node.items() if h != "-"]
+        if same:   # a copy of a frozen module as .py or .mpy: either shadows it
+            remove = sorted(set(remove) | {p for p in node if p.endswith((".py", ".mpy")) and
+                                           p.rsplit(".", 1)[0] + ".py" in frozen_paths(src)})
+        ours = [p for p, h in node.items() if h != "-" and not (same and p in remove)]
         if remove and len(files) < len(ours) and not prune:
             # a cut-down tree (a wrong source tree, a broken install) would strip the node
             dev.soft_reset() if reset else dev.leave()
@@ -326,8 +361,9 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
                                  ", ..." if len(remove) > 3 else ""), param="prune")
         summary.update(sent=send, skipped=skip, removed=remove,
                        file_bytes=sum(len(files[p]) for p in send))
+        rmdirs = tuple(d for d in DIRS if same and d != "boards")
         calls = (transfer_calls(files, send) if send else []) + \
-            ([commit_call(send, remove)] if send or remove else [])
+            ([commit_call(send, remove, rmdirs)] if send or remove else [])
         total = sum(len(c) for c in calls)
         summary["bytes"] = total
         if not dry_run and (send or remove):

@@ -86,6 +86,8 @@ def deploy(obj, dry_run, no_reset, source, src, prune, timeout):
     if obj.json:
         click.echo(json.dumps(s))
         return
+    if s.get("note"):
+        click.echo("note: " + s["note"])
     if dry_run:
         for p in s["sent"]:
             click.echo("send    %s" % p)

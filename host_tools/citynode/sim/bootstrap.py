@@ -34,7 +34,8 @@ def _cn():
     if sb:
         # The simulated board is the node's hardware, not files on its flash: loaded from the
         # host before the flash directory becomes "/".
-        sys.path[:] = [sb]
+        # (frozen first: the virtual ESP32 has them in its image, as a board has its in ROM)
+        sys.path[:] = ['.frozen', sb]
         import json, machine, simflash, simhw, simhw_uart, simhw_bme280
         with open(sb + '/boards/sim.json') as f:
             simhw.PROFILES['sim'] = json.load(f)
