@@ -18,7 +18,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$ROOT/build/esp32-unix
+OUT=${ESP32_UNIX_OUT:-$ROOT/build/esp32-unix}
 JOBS=${JOBS:-2}
 mkdir -p "$OUT"
 rm -f "$OUT/SKIPPED"
