@@ -188,7 +188,8 @@ GOALS = {("frozen", "every"): 56, ("frozen", "water"): 56, ("plain", "water"): 5
 LONG_CYCLES = 1000
 SHORT_CYCLES = 20
 # The order a node loads its modules in (main.py, then node.py's imports, then its drivers)
-MODULES = ["persist", "config", "asyncio", "mqtt", "link", "telemetry", "drivers", "node", "outbox", "board",
+MODULES = ["persist", "config", "asyncio", "version", "mqtt", "link", "telemetry", "commands", "drivers", "node",
+           "outbox", "board",
            "clock", "probe", "drivers._stats", "drivers._uart", "drivers.hcsr04", "drivers.a02yyuw",
            "drivers.pms5003", "drivers.sds011", "drivers.mq", "drivers.bme280", "drivers.dht22"]
 

@@ -48,10 +48,18 @@ def _seed(out):
         return
     text = res.read_text()
     body = text.split("\n## ", 1)[1] if "\n## " in text else ""
+    found, pending = {}, []
     for sec in re.split(r"\n(?=## )", "## " + body):
+        # a bench may print several sections (bench_node: the 64-bit node, then the virtual
+        # ESP32); its footer closes the last: the sections before it without one are its too
+        pending.append(sec.strip())
         m = re.search(r"_\((bench_\w+)\.py\b", sec)
-        if m and not (out / (m.group(1) + ".md")).exists():
-            (out / (m.group(1) + ".md")).write_text(sec.strip() + "\n")
+        if m:
+            found.setdefault(m.group(1), []).extend(pending)
+            pending = []
+    for name, secs in found.items():
+        if not (out / (name + ".md")).exists():
+            (out / (name + ".md")).write_text("\n\n".join(secs) + "\n")
 
 
 if __name__ == "__main__":
