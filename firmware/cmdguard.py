@@ -9,8 +9,7 @@ Pure (no I/O): runs on MicroPython and CPython.
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = lambda x: x  # noqa: E731
 
 REMEMBER = const(8)       # command ids whose replies are kept
 KEEP_BYTES = const(384)   # a longer reply is remembered as a short notice (RAM)

@@ -13,10 +13,9 @@ SHA-512 comes from hashlib when the port has it (CPython); MicroPython's unix an
 have only sha1/sha256, so a plain one is below. It runs over R || A || M, so keep M short: the
 OTA bundle signs a SHA-256 digest of its header, never the files themselves.
 """
-try:
-    from hashlib import sha512 as _sha512
-except ImportError:
-    _sha512 = None
+import hashlib
+
+_sha512 = getattr(hashlib, "sha512", None)
 
 _P = 2 ** 255 - 19
 _L = 2 ** 252 + 27742317777372353535851937790883648493

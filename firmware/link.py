@@ -133,8 +133,9 @@ class Link:
             # and an outage has filled it with held readings.
             c = self._c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will,
                                           clean=self.clean, ack_timeout_ms=self.ack_timeout_ms)
-            if self.on_message is not None:
-                c.on_message = lambda t, p, n: self.on_message(t, p, n, c.retained)
+            h = self.on_message
+            if h is not None:
+                c.on_message = lambda t, p, n: h(t, p, n, c.retained)
         try:
             await c.connect(stream)
             for t in self.subs:

@@ -41,7 +41,7 @@ _REFUSED = ("protocol version", "identifier rejected", "server unavailable",
 
 
 class MQTTError(Exception):
-    pass
+    cause = None    # what closed the session, when it was closed (_closed)
 
 
 def _closed(cause):
@@ -163,7 +163,7 @@ async def _shut(s):
 
 class MQTTClient:
     def __init__(self, client_id, user=None, password=None, keepalive=60, will=None, clean=True,
-                 max_payload=512, inflight=8, ack_timeout_ms=10000):
+                 max_payload=512, inflight=8, ack_timeout_ms=10000, on_message=None):
         if will and will[2] > 1:
             raise ValueError("will qos")
         self.client_id, self.user, self.password = client_id, user, password
@@ -172,7 +172,7 @@ class MQTTClient:
         # A QoS 1 PUBLISH is sent _TRIES times, ack_timeout_ms apart; with no PUBACK after the
         # last, the broker is not hearing us: the session is dropped (the link reconnects).
         self.ack_timeout_ms = ack_timeout_ms
-        self.on_message = None  # handler(topic, payload, size); `retained` is set while it runs
+        self.on_message = on_message  # handler(topic, payload, size); `retained` is set while it runs
         self.retained = False
         self.connected = False
         self.session_present = False

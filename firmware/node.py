@@ -367,14 +367,15 @@ class Node:
         now = time.ticks_ms()
         for name in ("sampler", "publisher", "commands"):
             self.beats[name] = now
-        coros = [self.link.run(), self.sampler(), self.publisher(), self.commands.task()]
+        more = []   # beside the four that run for ever: the watchdog, an update's trial, the board's
         if wdt is not None:
-            coros.append(self.watchdog(wdt))
+            more.append(self.watchdog(wdt))
         if self.trial:
             import ota
-            coros.append(ota.trial(self, self.cfg["ota"]["trial_s"] * 1000))
-        coros.extend(extra)
-        self._tasks = [asyncio.create_task(c) for c in coros]
+            more.append(ota.trial(self, self.cfg["ota"]["trial_s"] * 1000))
+        more.extend(extra)
+        self._tasks = [asyncio.create_task(c) for c in
+                       [self.link.run(), self.sampler(), self.publisher(), self.commands.task()] + more]
         # The first task to fail ends the node (main.py records the crash and resets).
         await asyncio.gather(*self._tasks)
 

@@ -182,15 +182,15 @@ class Receiver:
         self.running = running.rstrip("/")
         self.fw = fw
         self.log = log
-        self.slot = None
+        self.slot = ""         # the directory the offer's files go to
         self.id = None
         self.size = 0
         self.held = 0
         self.downgrade = False
         self.m = None          # the manifest once the header is in and checked
         self.hlen = 0
-        self.ends = None       # bundle offset where each file in the stream ends
-        self.stream = None     # the files whose bytes are in the bundle (the rest are copied)
+        self.ends = []         # bundle offset where each file in the stream ends
+        self.stream = []       # the files whose bytes are in the bundle (the rest are copied)
         self.esp32 = esp32     # the seam for images: esp32 module or a fake
         self.sink = None       # ota_image.ImageSink when the bundle is a whole image
 
@@ -203,6 +203,7 @@ class Receiver:
         for s in SLOTS:
             if s not in busy:
                 return s
+        raise Refused("offer: no free slot")   # three slots, at most two busy: not reached
 
     def offer(self, d):
         """A new (or resumed) transfer: {"id": bundle id, "size": bytes, "downgrade": bool}."""
@@ -221,7 +222,7 @@ class Receiver:
             rmtree(s)
             _mkdirs(s)
             persist.write_json(s + "/" + _ID, [bid, size])
-        self.id, self.size, self.m, self.ends = bid, size, None, None
+        self.id, self.size, self.m, self.ends = bid, size, None, []
         self.held = self._held()
         return {"held": self.held, "offer": 1}
 
@@ -347,6 +348,8 @@ class Receiver:
     def finish(self):
         """The files a delta takes from the running firmware, every file's hash on the flash,
         then the one switching write."""
+        if self.m is None:
+            raise Refused("finish: no header yet")
         if self.sink is not None:
             try:
                 self.sink.finish()
@@ -435,7 +438,7 @@ class Updater:
             import telemetry
             out = telemetry.reply(cid, ok, res, err)
             c = n.link.client
-            if ok and not res.get("switch") and c is not None:
+            if ok and res is not None and not res.get("switch") and c is not None:
                 # Progress at QoS 0: a lost one costs the sender a timeout and an offer, which
                 # says where the node is; waiting for each PUBACK would halve the rate.
                 try:
@@ -444,7 +447,7 @@ class Updater:
                     pass
             else:
                 await n.commands.reply(out)
-            if ok and res.get("switch"):
+            if ok and res is not None and res.get("switch"):
                 await n.reboot()
             await asyncio.sleep_ms(0)
 

@@ -111,17 +111,19 @@ def context(opts):
     """An SSLContext for opts ("ca", "pin_sha256", "cert", "key", "insecure"). A pin mismatch is
     recorded in opts["mismatch"], so that why() can name the failure."""
     import tls
+    # The ESP32 stubs' SSLContext has no verify_mode or verify_callback; MicroPython's has both
+    # (extmod/modtls_mbedtls.c): the assignments below carry a pyright ignore for that alone.
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ca, pin = opts.get("ca"), opts.get("pin_sha256")
     if ca:
         for der in _read(ca):
             ctx.load_verify_locations(der)
-        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.verify_mode = tls.CERT_REQUIRED  # pyright: ignore[reportAttributeAccessIssue]
     elif pin:
         # The chain is not checked (no CA): the callback's pin is. OPTIONAL makes mbedTLS call it.
-        ctx.verify_mode = tls.CERT_OPTIONAL
+        ctx.verify_mode = tls.CERT_OPTIONAL  # pyright: ignore[reportAttributeAccessIssue]
     else:
-        ctx.verify_mode = tls.CERT_NONE
+        ctx.verify_mode = tls.CERT_NONE  # pyright: ignore[reportAttributeAccessIssue]
     opts["mismatch"] = None
     if pin:
         def check(cert, depth):
@@ -138,7 +140,7 @@ def context(opts):
                 return 0
             opts["mismatch"] = got
             return _FATAL
-        ctx.verify_callback = check
+        ctx.verify_callback = check  # pyright: ignore[reportAttributeAccessIssue]
     if opts.get("cert"):
         ctx.load_cert_chain(_read(opts["cert"])[0], _read(opts["key"])[0])
     return ctx

@@ -71,20 +71,3 @@ def test_virtual_node_publishes_answers_and_leaves_a_will(broker, tmp_path):
     finally:
         node.kill()
 
-
-def test_reboot_command_comes_back_as_a_hard_reset(broker, tmp_path):
-    # An ESP32 reports machine.reset() as a hard reset (ESP_RST_SW -> HARD_RESET): the virtual
-    # node's next birth says the same.
-    cfg = sim_config(node_id="e2e-reboot", interval=5, keepalive=10)
-    base = "city/%s/" % cfg["node_id"]
-    node = VNode(tmp_path, cfg, broker).start()
-    try:
-        with Sub(broker, base + "status", base + "reply") as sub:
-            sub.wait(lambda m: m.topic.endswith("status") and b'"online"' in m.payload, 30, "birth")
-            sub.publish(base + "cmd", json.dumps({"id": "r-1", "cmd": "reboot", "args": {}}))
-            sub.wait(lambda m: m.topic.endswith("status") and b'"hard"' in m.payload, 30, "a birth after the reboot")
-            births = [json.loads(m.payload) for m in sub.all(lambda m: m.topic.endswith("status"))]
-            births = [b for b in births if b["state"] == "online"]
-            assert [b["reset"] for b in births][-1] == "hard" and births[-1]["boot"] == births[0]["boot"] + 1
-    finally:
-        node.stop()
