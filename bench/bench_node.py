@@ -185,6 +185,8 @@ NODE_NAMES = {"every": "every sensor type (7)", "water": "water node (HC-SR04 + 
 # (build, node) -> the heap (KB) it must run 1,000 clean cycles in: an ESP32's GC heap at boot
 # is 56 KB; 72 KB is within its one growth from the ESP-IDF heap.
 GOALS = {("frozen", "every"): 56, ("frozen", "water"): 56, ("plain", "water"): 56, ("plain", "every"): 72}
+# The deep-sleep wake (main.py as on a board): from files it needs more than the cycles do
+SLEEP_HEAP_KB = {"frozen": 56, "plain": 80}
 LONG_CYCLES = 1000
 SHORT_CYCLES = 20
 # The order a node loads its modules in (main.py, then node.py's imports, then its drivers)
@@ -282,7 +284,7 @@ def esp32_main():
                 rows.append((kind, node, small, fig, goal, long, err, live))
                 if node == "every":
                     costs[kind] = module_costs(d, exe)
-            sleep[kind] = awake_ms(tmp, b, exe, GOALS[(kind, "water")] if kind == "frozen" else 72)
+            sleep[kind] = awake_ms(tmp, b, exe, SLEEP_HEAP_KB[kind])
     finally:
         b.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -338,7 +340,7 @@ def report_esp32(rows, costs, sleep):
     print("| build | heap | ms awake per reading | battery, 5 min interval | battery, 15 min interval |\n|---|---|---:|---:|---:|")
     for kind in vesp32.KINDS:
         ms, err = sleep[kind]
-        heap = GOALS[(kind, "water")] if kind == "frozen" else 72
+        heap = SLEEP_HEAP_KB[kind]
         if ms is None:
             print("| %s | %d KB | fails: %s | | |" % (kind, heap, " ".join(err)))
         else:

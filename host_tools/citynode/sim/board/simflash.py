@@ -1,7 +1,7 @@
 """The virtual node's flash as a board's filesystem looks from the REPL: the host directory
 (VfsPosix) with what VfsPosix leaves out. `os.ilistdir` gives each file's size (mpremote `ls`
 showed 0), and `os.statvfs` a 2 MiB filesystem of 4 KiB blocks, the littlefs partition of an
-ESP32_GENERIC image (partitions-4MiB.csv: `vfs` at 0x200000, 0x200000 bytes), with what the
+ESP32_GENERIC image on a 4 MiB module (partitions-4MiBplus.csv: the flash after the first 2 MiB), with what the
 files take of it as used (mpremote `df` and deploy's free-space check printed the host's disk).
 
     import simflash, vfs
