@@ -119,7 +119,9 @@ class Esp32:
         # wrap, and the node's own uptime, kept in RTC memory each cycle, says how long it has
         # been up at least.
         import time
-        return max(time.ticks_ms(), self.kept_uptime_s() * 1000)
+        # a tick here is what it counts on an ESP32, ms since the chip started (the stubs keep
+        # ticks opaque, for ticks_diff)
+        return max(time.ticks_ms(), self.kept_uptime_s() * 1000)  # pyright: ignore[reportArgumentType]
 
     # Uptime that outlives ticks_ms's wrap (2^30 ms, 12.4 days) and a soft reset: the node keeps
     # its wrap-safe uptime in RTC memory, which a power loss clears (as it cools an MQ heater)
