@@ -208,3 +208,11 @@ def test_boot_refuses_bad_images(tmp_path):
     other = simrom.build_image("ESP32", micropython=False)
     b = simrom.boot(flashed(tmp_path, "ESP32", other), "ESP32")
     assert not b.ok and b"not MicroPython" in b.text
+
+
+
+def test_mem_begin_larger_than_a_chips_ram_is_refused_not_allocated(rom):
+    """One frame on the pty must not make the host allocate gigabytes."""
+    (_, _, body), = replies(rom.feed(req(simrom.MEM_BEGIN, struct.pack("<IIII", 0xFFFFFFF0, 1, 0xFFFFFFF0, 0x40080000))))
+    assert body[0] == 1 and body[1] == simrom.ROM_INVALID_MSG, body
+    assert not rom.ram

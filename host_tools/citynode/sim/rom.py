@@ -42,6 +42,7 @@ ROM_INVALID_MSG, ROM_FAILED, ROM_BAD_CRC, ROM_FLASH_WRITE, ROM_FLASH_READ, ROM_R
 STUB_BAD_DATA_LEN, STUB_BAD_CHECKSUM, STUB_BAD_BLOCKSIZE, STUB_INVALID_COMMAND = 0xC0, 0xC1, 0xC2, 0xC3
 STUB_NOT_IN_FLASH_MODE, STUB_INFLATE_ERROR, STUB_NOT_ENOUGH_DATA, STUB_TOO_MUCH_DATA = 0xC6, 0xC7, 0xC8, 0xC9
 STUB_NOT_IMPLEMENTED = 0xFF
+_RAM_MAX = 520 * 1024
 
 
 class Chip:
@@ -326,7 +327,8 @@ class Loader:
 
     def _mem_begin(self, op, data, chk):
         size, blocks, blocksize, addr = struct.unpack("<IIII", data)
-        if blocksize == 0 or blocks * blocksize < size:
+        if blocksize == 0 or blocks * blocksize < size or size > _RAM_MAX:
+            # a size no chip's RAM holds (an ESP32 has 520 KB) is refused, not allocated on the host
             return self._err(op, ROM_INVALID_MSG, STUB_BAD_BLOCKSIZE)
         self._mem = [addr, size, blocks, blocksize, 0]
         self.ram[addr] = bytearray(size)
