@@ -184,9 +184,11 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     ver = {"CPython %s" % ".".join(map(str, sys.version_info[:3])): verify_ms(sys.executable),
            "MicroPython unix port (64-bit)": verify_ms(str(BIN / "micropython"))}
-    m32 = os.environ.get("CITYNODE_MICROPYTHON32")
+    # the virtual ESP32 of `make esp32-unix` (32-bit, single-precision floats), when it is built
+    plain = ROOT / "build" / "esp32-unix" / "micropython-plain"
+    m32 = os.environ.get("CITYNODE_MICROPYTHON32") or (str(plain) if plain.exists() else None)
     if m32:
-        ver["MicroPython unix port, 32-bit (%s)" % m32] = verify_ms(m32)
+        ver["MicroPython unix port, 32-bit (%s)" % os.path.relpath(m32, ROOT)] = verify_ms(m32)
 
     print("## Updates over the air (MQTT) against deploy over USB\n")
     print("One virtual node on Mosquitto (loopback), its link through a counting relay; the firmware "
