@@ -62,6 +62,8 @@ def test_update_arrives_node_reboots_into_it_and_no_reading_is_lost(broker, tmp_
             res = ota.push(["ota-up"], broker.address, d / "new.cnota", progress=progress)["ota-up"]
             assert during[1] > during[0], during
             assert (res.state, res.version) == ("ok", NEW), res.as_dict()
+            # the push's own client saw the committed status; this subscriber may see it a moment later
+            wait_for(lambda: len(births(sub, "ota-up")) >= 3, 10, what="the committed status")
             b = births(sub, "ota-up")
             # the trial's birth, then the same status once it has committed
             assert [(x["fw"], x["trial"]) for x in b] == [(OLD, False), (NEW, True), (NEW, False)]
@@ -338,12 +340,14 @@ def test_a_trial_that_finds_no_broker_in_time_rolls_back_with_no_birth(tmp_path,
         cancel = threading.Event()
 
         def progress(nid, ev):
+            # frozen, not stopped: SIGSTOP is at once, while a stopping Mosquitto could still let the
+            # rebooted node in (it reconnects within about 100 ms) and the trial would commit
             if ev["phase"] == "reboot" and not cancel.is_set():
-                b.stop()
+                b.freeze()
                 cancel.set()
         ota.push(["ota-nb"], b.address, d / "new.cnota", progress=progress, cancel=cancel)
         wait_for(lambda: "no birth within 10 s on trial" in node.output(), 30, what="the trial's own reset")
-        b.start()
+        b.thaw()
         with Sub(b, client_id="watch-nb", clean=False) as sub:
             ev = sub.wait(lambda m: m.topic.endswith("/event") and b"ota_rollback" in m.payload, 30, "ota_rollback")
             detail = json.loads(ev[0].payload)["detail"]
