@@ -109,6 +109,9 @@ def test_provision_refuses_before_touching_a_port(tmp_path, broker):
     r = CliRunner().invoke(main, ["provision", "--inventory", str(inv), "--ports", ghost, "--nodes", "prov-03",
                                   "--broker", broker.address])
     assert r.exit_code == 2 and "no firmware image to flash" in r.output and "(--firmware)" in r.output
+    r = CliRunner().invoke(main, ["provision", "--inventory", str(inv), "--ports", ghost, "--nodes", "prov-03",
+                                  "--skip-flash", "--src", str(tmp_path), "--broker", broker.address])
+    assert r.exit_code == 2 and "has no firmware/ directory" in r.output     # as deploy's --src
 
 
 def test_provision_port_failure_does_not_stop_the_others(tmp_path, broker):

@@ -2,6 +2,7 @@
 console output, the broker options, and the group that turns the library's errors into exits."""
 import functools
 import json
+import os
 
 import click
 
@@ -45,6 +46,19 @@ def json_option(f):
 
     return click.option("--json", "_json", is_flag=True, expose_value=False, callback=json_cb,
                         help="Print one JSON document instead of tables.")(f)
+
+
+def src_option(f):
+    """--src (or CITYNODE_SRC): a tree holding firmware/ and boards/ to deploy, for the commands
+    that deploy (deploy, provision); a tree without firmware/ is a usage error."""
+    def src_cb(ctx, param, value):
+        if value and not os.path.isdir(os.path.join(value, "firmware")):
+            raise click.BadParameter("%s has no firmware/ directory" % value, ctx=ctx, param=param)
+        return value
+
+    return click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
+                        callback=src_cb,
+                        help="A tree holding firmware/ and boards/ to deploy (default: the firmware in this package).")(f)
 
 
 def node_port(obj):

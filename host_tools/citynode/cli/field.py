@@ -3,7 +3,7 @@ fieldtest.py, calibrate.py and provision.py; views.py draws their results."""
 import click
 
 from . import views
-from .base import broker_options, common, console, json_option, node_port, print_json
+from .base import broker_options, common, console, json_option, node_port, print_json, src_option
 
 
 @click.command("test")
@@ -113,8 +113,7 @@ def _csv(ctx, param, value):
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Keep each node's field test report here.")
 @click.option("--online-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600),
               help="Seconds a node may take to come online on the broker.")
-@click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
-              help="A tree holding firmware/ and boards/ to deploy (default: this checkout).")
+@src_option
 @click.option("--secrets", "secrets_dir", type=click.Path(file_okay=False, exists=True),
               help="The fleet's secrets (citynode broker): each node's own login and the CA go on it.")
 @click.option("--reset-calibration", is_flag=True,

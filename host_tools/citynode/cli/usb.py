@@ -7,7 +7,7 @@ import time
 import click
 
 from ..errors import CheckFailed, CitynodeError
-from .base import common, json_option, node_port, print_json
+from .base import common, json_option, node_port, print_json, src_option
 
 TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
                        envvar="CITYNODE_TIMEOUT", help="Seconds the node may stay silent.")
@@ -59,8 +59,7 @@ def ports(obj, probe):
 @click.option("--dry-run", is_flag=True, help="List what would change; change nothing.")
 @click.option("--no-reset", is_flag=True, help="Leave the node in the REPL afterwards.")
 @click.option("--source", is_flag=True, help="Send .py sources instead of compiling to .mpy.")
-@click.option("--src", type=click.Path(file_okay=False, exists=True), envvar="CITYNODE_SRC",
-              help="A tree holding firmware/ and boards/ to deploy (default: the firmware in this package).")
+@src_option
 @click.option("--prune", is_flag=True,
               help="Allow a firmware with fewer files than the node holds of ours (the rest is removed).")
 @TIMEOUT
@@ -74,8 +73,6 @@ def deploy(obj, dry_run, no_reset, source, src, prune, timeout):
       citynode deploy -p /dev/ttyUSB0
       citynode deploy --dry-run"""
     from .. import deploy as deploylib
-    if src and not os.path.isdir(os.path.join(src, "firmware")):
-        raise click.BadParameter("%s has no firmware/ directory" % src, param_hint="--src")
     bar = _Progress(enabled=not obj.json and not dry_run and sys.stderr.isatty())
     with _device(obj, timeout) as dev:
         try:
