@@ -29,8 +29,9 @@ mosquitto:
 	fi
 
 # The virtual ESP32 (32-bit unix port, single-precision floats, firmware frozen in) from
-# MICROPY_SRC or ../shared/micropython/; cached, rebuilt when the firmware or source changes.
-# Without a source it says why in one line and the unix-port tests run on the 64-bit port only.
+# MICROPY_SRC or ../shared/micropython/, else the pinned commit fetched once (MICROPY_GIT_URL);
+# cached, rebuilt when the firmware or source changes. Without a source (the fetch failed too)
+# it says why in one line and the unix-port tests run on the 64-bit port only.
 esp32-unix:
 	@tools/esp32-unix.sh >/dev/null
 
