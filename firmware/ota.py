@@ -206,7 +206,8 @@ class Receiver:
         raise Refused("offer: no free slot")   # three slots, at most two busy: not reached
 
     def offer(self, d):
-        """A new (or resumed) transfer: {"id": bundle id, "size": bytes, "downgrade": bool}."""
+        """A new (or resumed) transfer: {"id": bundle id, "size": bytes, "downgrade": bool}.
+        {"held": n, "offer": 1}; with "switch" as data() says when the slot held every byte."""
         if self.pubkey is None:
             raise Refused("no ota.pubkey in this node's config (set it over USB: citynode config push)")
         if pointer().get("trial"):
@@ -224,7 +225,9 @@ class Receiver:
             persist.write_json(s + "/" + _ID, [bid, size])
         self.id, self.size, self.m, self.ends = bid, size, None, []
         self.held = self._held()
-        return {"held": self.held, "offer": 1}
+        r = self._done()
+        r["offer"] = 1
+        return r
 
     def _held(self):
         """What the slot holds, as an offset into the bundle (after a cut: whatever got written)."""
@@ -284,8 +287,14 @@ class Receiver:
             raise Refused("no transfer offered")
         if off != self.held:
             return {"held": self.held, "gap": 1, "at": off}
+        return self._done(chunk)
+
+    def _done(self, chunk=None):
+        # Also on an offer: a cut after the last byte (while hashing) leaves nothing to send, so
+        # the offer that resumes it must verify and switch, or both sides would wait for ever.
         try:
-            self._write(chunk)
+            if chunk is not None:
+                self._write(chunk)
             if self.held >= self.size:
                 self.finish()
                 return {"held": self.held, "switch": self.slot}

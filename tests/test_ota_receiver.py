@@ -113,6 +113,37 @@ def test_cut_off_anywhere_a_new_receiver_resumes_from_what_the_flash_holds(tmp_p
         os.chdir(old)
 
 
+def test_a_cut_after_the_last_byte_is_finished_by_the_offer_that_resumes_it(flash, monkeypatch):
+    """Every byte on the flash, the power gone while they were hashed: the next offer has nothing
+    left to ask for, so it checks the files and switches (the sender goes to the reboot)."""
+    data = bundle()
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
+    offer(rx, data)
+
+    def cut():
+        raise KeyboardInterrupt("power cut")
+    monkeypatch.setattr(rx, "finish", cut)
+    with pytest.raises(KeyboardInterrupt):
+        feed(rx, data, 0, 496)
+    assert not (flash / "fw.json").exists()
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)    # the reboot
+    b = ota.Bundle(data)
+    r = rx.offer({"op": "offer", "id": b.id, "size": len(data)})
+    assert r == {"held": len(data), "offer": 1, "switch": "fw/a"}
+    assert json.loads((flash / "fw.json").read_text())["run"] == "fw/a/" and slot_files(flash, "fw/a") == FILES
+    # the same with a file changed on the flash meanwhile: refused by its hash, the slot emptied
+    (flash / "fw.json").unlink()
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
+    offer(rx, data)
+    monkeypatch.setattr(rx, "finish", cut)
+    with pytest.raises(KeyboardInterrupt):
+        feed(rx, data, 0, 496)
+    (flash / "fw/a/node.mpy").write_bytes(b"\0" * len(FILES["node.mpy"]))
+    with pytest.raises(node_ota.Refused, match="hash: node.mpy"):
+        node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None).offer({"id": b.id, "size": len(data)})
+    assert not (flash / "fw/a").exists() and not (flash / "fw.json").exists()
+
+
 def test_a_chunk_at_the_wrong_offset_is_not_written(flash):
     data = bundle()
     rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
