@@ -239,7 +239,7 @@ class Receiver:
         n = 8 + ((head[6] << 8) | head[7]) + 64
         if hs < n:
             return hs
-        self._header(head)
+        self._header(head, True)
         if self.sink is not None:
             return self.hlen + self.sink.held()
         off = self.hlen
@@ -250,7 +250,7 @@ class Receiver:
             off += f[1]
         return off
 
-    def _header(self, head):
+    def _header(self, head, resume=False):
         m, n = parse_header(head, self.pubkey)
         check(m, self.fw, self.downgrade)
         stream = [f for f in m["files"] if len(f) == 3 or not f[3]]
@@ -269,7 +269,7 @@ class Receiver:
             import ota_image
             try:
                 self.sink = ota_image.ImageSink(ota_image.next_partition(self.esp32), self.id, stream[0][1],
-                                                stream[0][2], self.log)
+                                                stream[0][2], self.log, resume)
             except (ImportError, OSError, ValueError) as e:
                 raise Refused("image: %s" % (e if not isinstance(e, ImportError) else "this board has no OTA partitions"))
         ends, off = [], n

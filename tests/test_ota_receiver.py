@@ -291,6 +291,28 @@ def test_a_whole_image_goes_to_the_next_ota_partition_and_the_bootloader_switche
         rx.data(0, data[:hl])
 
 
+def test_an_image_started_over_after_a_files_offer_starts_at_its_first_block(flash):
+    """An image cut after two blocks, then a files bundle offered (its slot is emptied, the image's
+    header with it): the image's next offer starts from its header, so its blocks start over too,
+    not at the block its old progress record names (which cost a whole transfer, refused by hash)."""
+    sys.path.insert(0, str(ROOT / "tests" / "unix"))
+    import fakeesp32
+    bl = fakeesp32.Bootloader(size=8 * 4096)
+    esp = bl.module()
+    img = bytes((i * 7 + i // 4096) & 0xFF for i in range(4 * 4096 + 5))   # no two blocks alike
+    data = ota.pack({"image.bin": img}, "0.6.0", KEY, kind="image", **HERE)
+    rx = node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None, esp32=esp)
+    offer(rx, data)
+    off = 0
+    while off < ota.Bundle(data).header_len + 2 * 4096 + 100:
+        off = rx.data(off, data[off:off + 496])["held"]
+    assert offer(node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None), bundle()) == 0
+    rx = node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None, esp32=esp)
+    assert offer(rx, data) == 0
+    assert feed(rx, data, 0, 496) == {"held": len(data), "switch": "fw/a"}
+    assert bytes(bl.data["ota_1"][:len(img)]) == img
+
+
 def test_garbage_is_refused_at_its_first_8_bytes(flash):
     rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
     rx.offer({"id": "0123456789abcdef", "size": 100000})
