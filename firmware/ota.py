@@ -243,8 +243,15 @@ class Receiver:
         if self.sink is not None:
             return self.hlen + self.sink.held()
         off = self.hlen
-        for f in self.stream:
+        for i, f in enumerate(self.stream):
             got = _size(self.slot + "/" + f[0])
+            if got > f[1]:
+                # Longer than its entry (a write that failed part-way, then came again): corrupt.
+                # It starts over, with what was written after it (files of 0 bytes are right).
+                for g in self.stream[i:]:
+                    if g[1]:
+                        persist.remove(self.slot + "/" + g[0])
+                got = 0
             if got < f[1]:
                 return off + max(got, 0)
             off += f[1]
