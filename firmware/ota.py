@@ -206,7 +206,8 @@ class Receiver:
         raise Refused("offer: no free slot")   # three slots, at most two busy: not reached
 
     def offer(self, d):
-        """A new (or resumed) transfer: {"id": bundle id, "size": bytes, "downgrade": bool}."""
+        """A new (or resumed) transfer: {"id": bundle id, "size": bytes, "downgrade": bool}.
+        {"held": n, "offer": 1}; with "switch" as data() says when the slot held every byte."""
         if self.pubkey is None:
             raise Refused("no ota.pubkey in this node's config (set it over USB: citynode config push)")
         if pointer().get("trial"):
@@ -224,7 +225,9 @@ class Receiver:
             persist.write_json(s + "/" + _ID, [bid, size])
         self.id, self.size, self.m, self.ends = bid, size, None, []
         self.held = self._held()
-        return {"held": self.held, "offer": 1}
+        r = self._done()
+        r["offer"] = 1
+        return r
 
     def _held(self):
         """What the slot holds, as an offset into the bundle (after a cut: whatever got written)."""
@@ -236,18 +239,25 @@ class Receiver:
         n = 8 + ((head[6] << 8) | head[7]) + 64
         if hs < n:
             return hs
-        self._header(head)
+        self._header(head, True)
         if self.sink is not None:
             return self.hlen + self.sink.held()
         off = self.hlen
-        for f in self.stream:
+        for i, f in enumerate(self.stream):
             got = _size(self.slot + "/" + f[0])
+            if got > f[1]:
+                # Longer than its entry (a write that failed part-way, then came again): corrupt.
+                # It starts over, with what was written after it (files of 0 bytes are right).
+                for g in self.stream[i:]:
+                    if g[1]:
+                        persist.remove(self.slot + "/" + g[0])
+                got = 0
             if got < f[1]:
                 return off + max(got, 0)
             off += f[1]
         return off
 
-    def _header(self, head):
+    def _header(self, head, resume=False):
         m, n = parse_header(head, self.pubkey)
         check(m, self.fw, self.downgrade)
         stream = [f for f in m["files"] if len(f) == 3 or not f[3]]
@@ -266,7 +276,7 @@ class Receiver:
             import ota_image
             try:
                 self.sink = ota_image.ImageSink(ota_image.next_partition(self.esp32), self.id, stream[0][1],
-                                                stream[0][2], self.log)
+                                                stream[0][2], self.log, resume)
             except (ImportError, OSError, ValueError) as e:
                 raise Refused("image: %s" % (e if not isinstance(e, ImportError) else "this board has no OTA partitions"))
         ends, off = [], n
@@ -284,8 +294,14 @@ class Receiver:
             raise Refused("no transfer offered")
         if off != self.held:
             return {"held": self.held, "gap": 1, "at": off}
+        return self._done(chunk)
+
+    def _done(self, chunk=None):
+        # Also on an offer: a cut after the last byte (while hashing) leaves nothing to send, so
+        # the offer that resumes it must verify and switch, or both sides would wait for ever.
         try:
-            self._write(chunk)
+            if chunk is not None:
+                self._write(chunk)
             if self.held >= self.size:
                 self.finish()
                 return {"held": self.held, "switch": self.slot}

@@ -46,16 +46,17 @@ def next_partition(esp32=None):
 
 
 class ImageSink:
-    """Writes an image into a partition in whole blocks. Resumes from the last block written
-    (STATE says which), so a cut costs at most one block again."""
+    """Writes an image into a partition in whole blocks. With resume, goes on from the last block
+    written (STATE says which), so a cut costs at most one block again; without, from the first
+    (the transfer starts over: an old record of the same image would put it at the wrong blocks)."""
 
-    def __init__(self, part, bid, size, sha, log=print):
+    def __init__(self, part, bid, size, sha, log=print, resume=False):
         self.p = part
         self.size, self.sha, self.log = size, sha, log
         cap = part.info()[3]
         if size > cap:
             raise ValueError("image: %d bytes, the partition holds %d" % (size, cap))
-        st = persist.read_json(STATE)
+        st = persist.read_json(STATE) if resume else None
         self.block = st["block"] if isinstance(st, dict) and st.get("id") == bid and "block" in st else 0
         self.id = bid
         self.buf = bytearray(BLOCK)

@@ -97,6 +97,89 @@ class Mosquitto:
         self.proc.send_signal(signal.SIGCONT)
 
 
+class Gate:
+    """A TCP relay on 127.0.0.1 in front of a broker, the path between a node and it. close()
+    turns new connections away (accepted and hung up at once) while those already through go on;
+    open() lets them through again. Deterministic where freezing the broker at a moment races a
+    node that reconnects within milliseconds.
+
+        g = Gate(broker).start()      # g.address for the node
+        g.close(); ...; g.open()
+    """
+
+    def __init__(self, broker):
+        import threading
+        self.target = (broker.host, broker.port)
+        self.host = "127.0.0.1"
+        self.srv = socket.socket()
+        self.srv.bind((self.host, 0))
+        self.port = self.srv.getsockname()[1]
+        self.passing = threading.Event()
+        self.passing.set()
+        self.refused = 0          # connections turned away
+        self.socks = []
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def start(self):
+        import threading
+        self.srv.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def close(self):
+        self.passing.clear()
+
+    def open(self):
+        self.passing.set()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return      # stop()
+            if not self.passing.is_set():
+                self.refused += 1
+                c.close()
+                continue
+            try:
+                u = socket.create_connection(self.target, 5)
+            except OSError:
+                c.close()
+                continue
+            self.socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        for s in [self.srv] + self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)   # wakes the threads blocked on them (close does not)
+            except OSError:
+                pass
+            s.close()
+
+
 class Sub:
     """A paho-mqtt 2.x subscriber on the test broker that keeps every message it gets.
 

@@ -113,6 +113,57 @@ def test_cut_off_anywhere_a_new_receiver_resumes_from_what_the_flash_holds(tmp_p
         os.chdir(old)
 
 
+def test_a_cut_after_the_last_byte_is_finished_by_the_offer_that_resumes_it(flash, monkeypatch):
+    """Every byte on the flash, the power gone while they were hashed: the next offer has nothing
+    left to ask for, so it checks the files and switches (the sender goes to the reboot)."""
+    data = bundle()
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
+    offer(rx, data)
+
+    def cut():
+        raise KeyboardInterrupt("power cut")
+    monkeypatch.setattr(rx, "finish", cut)
+    with pytest.raises(KeyboardInterrupt):
+        feed(rx, data, 0, 496)
+    assert not (flash / "fw.json").exists()
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)    # the reboot
+    b = ota.Bundle(data)
+    r = rx.offer({"op": "offer", "id": b.id, "size": len(data)})
+    assert r == {"held": len(data), "offer": 1, "switch": "fw/a"}
+    assert json.loads((flash / "fw.json").read_text())["run"] == "fw/a/" and slot_files(flash, "fw/a") == FILES
+    # the same with a file changed on the flash meanwhile: refused by its hash, the slot emptied
+    (flash / "fw.json").unlink()
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
+    offer(rx, data)
+    monkeypatch.setattr(rx, "finish", cut)
+    with pytest.raises(KeyboardInterrupt):
+        feed(rx, data, 0, 496)
+    (flash / "fw/a/node.mpy").write_bytes(b"\0" * len(FILES["node.mpy"]))
+    with pytest.raises(node_ota.Refused, match="hash: node.mpy"):
+        node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None).offer({"id": b.id, "size": len(data)})
+    assert not (flash / "fw/a").exists() and not (flash / "fw.json").exists()
+
+
+def test_a_file_longer_than_the_manifest_says_is_started_over(flash):
+    """A flash write that failed part-way (an OSError) and came again can leave a file longer than
+    its manifest entry: the next offer starts that file over, with what came after it, instead of
+    counting it whole and ending the transfer refused by hash."""
+    data = bundle()
+    b = ota.Bundle(data)
+    at = {f[0]: b.header_len + sum(g[1] for g in b.streamed()[:i]) for i, f in enumerate(b.streamed())}
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
+    offer(rx, data)
+    off = 0
+    while off < at["node.mpy"] + 500:
+        off = rx.data(off, data[off:min(off + 496, at["node.mpy"] + 500)])["held"]
+    with open(flash / "fw/a/drivers/x.mpy", "ab") as f:
+        f.write(b"x" * 40)
+    rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)    # the next offer
+    assert offer(rx, data) == at["drivers/x.mpy"]
+    assert feed(rx, data, at["drivers/x.mpy"], 496)["switch"] == "fw/a"
+    assert slot_files(flash, "fw/a") == FILES
+
+
 def test_a_chunk_at_the_wrong_offset_is_not_written(flash):
     data = bundle()
     rx = node_ota.Receiver(PUB, "", "0.3.1", log=lambda m: None)
@@ -258,6 +309,28 @@ def test_a_whole_image_goes_to_the_next_ota_partition_and_the_bootloader_switche
         rx = node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None)   # no esp32 module here
         offer(rx, data)
         rx.data(0, data[:hl])
+
+
+def test_an_image_started_over_after_a_files_offer_starts_at_its_first_block(flash):
+    """An image cut after two blocks, then a files bundle offered (its slot is emptied, the image's
+    header with it): the image's next offer starts from its header, so its blocks start over too,
+    not at the block its old progress record names (which cost a whole transfer, refused by hash)."""
+    sys.path.insert(0, str(ROOT / "tests" / "unix"))
+    import fakeesp32
+    bl = fakeesp32.Bootloader(size=8 * 4096)
+    esp = bl.module()
+    img = bytes((i * 7 + i // 4096) & 0xFF for i in range(4 * 4096 + 5))   # no two blocks alike
+    data = ota.pack({"image.bin": img}, "0.6.0", KEY, kind="image", **HERE)
+    rx = node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None, esp32=esp)
+    offer(rx, data)
+    off = 0
+    while off < ota.Bundle(data).header_len + 2 * 4096 + 100:
+        off = rx.data(off, data[off:off + 496])["held"]
+    assert offer(node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None), bundle()) == 0
+    rx = node_ota.Receiver(PUB, "", "0.5.0", log=lambda m: None, esp32=esp)
+    assert offer(rx, data) == 0
+    assert feed(rx, data, 0, 496) == {"held": len(data), "switch": "fw/a"}
+    assert bytes(bl.data["ota_1"][:len(img)]) == img
 
 
 def test_garbage_is_refused_at_its_first_8_bytes(flash):

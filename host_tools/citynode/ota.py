@@ -403,6 +403,12 @@ class _Push:
                     return Result(self.node, REFUSED, r.get("error", "refused"), old.get("fw"),
                                   time.monotonic() - t0, self.sent)
                 held = nxt = r["result"]["held"]
+                if r["result"].get("switch"):
+                    break     # it held every byte (cut while checking them): the offer finished it
+                if held >= size:
+                    # a node that holds it all and waits for more: offering again would never end
+                    return Result(self.node, REFUSED, "the node holds the whole bundle but did not switch to it",
+                                  old.get("fw"), time.monotonic() - t0, self.sent)
                 tries = 0
                 rewound = -1
             while nxt < size and nxt < held + WINDOW * CHUNK:

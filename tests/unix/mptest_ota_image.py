@@ -29,7 +29,7 @@ def _image(n):
 
 def _write(esp, img, bid, cut=None):
     sha = binascii.hexlify(hashlib.sha256(img).digest()).decode()
-    sink = ota_image.ImageSink(ota_image.next_partition(esp), bid, len(img), sha)
+    sink = ota_image.ImageSink(ota_image.next_partition(esp), bid, len(img), sha, resume=True)
     off = sink.held()
     stop = cut if cut is not None else len(img)
     while off < stop:
@@ -55,6 +55,15 @@ def test_an_image_resumes_from_its_last_block_and_the_trial_confirms_it():
     assert bl.state == "valid" and persist.read_json("ota_image.json") is None
     bl.reset()
     assert bl.running == "ota_1"
+
+
+def test_an_image_started_over_starts_at_its_first_block():
+    bl, esp = _fresh()
+    img = _image(3 * 4096)
+    _write(esp, img, "b5", cut=2 * 4096 + 10)
+    # the same image from its header again (its slot was emptied): the old record must not count
+    assert ota_image.ImageSink(ota_image.next_partition(esp), "b5", len(img), "00").held() == 0
+    assert _write(esp, img, "b5").held() == len(img) and persist.read_json("ota_image.json")["block"] == 3
 
 
 def test_an_image_that_never_confirms_is_rolled_back_and_reported():
