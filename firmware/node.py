@@ -11,10 +11,9 @@ import asyncio
 import gc
 import time
 
-import commands
 import drivers
+import inbox
 import link
-import persist
 import telemetry
 from version import VERSION as FW
 
@@ -30,11 +29,15 @@ HELD_MAX = const(32)    # readings kept in RAM when the flash refuses writes (EN
 STALE_MS = const(45000)
 WDT_MS = const(60000)
 _SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented bound
-LAST_CRASH = "crash.last.json"
-_CMD_GRACE_MS = const(500)   # deep sleep: how long a wake listens for commands kept at the broker
 _SYNC_MS = const(3000)   # a deep-sleep wake waits this long for a first clock (NTP) before reading
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
+
+
+def _drop(name):
+    import sys
+    sys.modules.pop(name, None)
+    gc.collect()
 
 
 def alarm_event_name(quantity, high):
@@ -83,7 +86,7 @@ class Node:
                               self._on_message, wifi, self.log, backoff_max_ms=m["backoff_max_s"] * 1000,
                               ack_timeout_ms=m.get("ack_timeout_s", 10) * 1000,
                               clean=not cfg["power"]["deep_sleep"])
-        self.commands = commands.Commander(self)
+        self.commands = inbox.Inbox(self)
         self.sensors = [[s, None] for s in cfg["sensors"]]  # [conf, driver or None until made]
         self.sensors.sort(key=lambda e: drivers.rank(e[0]))
         self.alarm_high = {}
@@ -340,30 +343,11 @@ class Node:
         """The retained status this node publishes on each connection."""
         return (self.t_status, telemetry.status(True, FW, self.boot, self.reset, bool(self.trial)))
 
-    def report_crash(self, path="crash.json", name="crash"):
-        rec = persist.read_json(path)
-        if rec is not None:
-            self.event(name, rec)
-            if name == "crash":
-                import os
-                try:   # reported: kept as the last crash (citynode info shows it) until the next one
-                    os.rename(path, path[:path.rfind("/") + 1] + LAST_CRASH)
-                    return
-                except OSError:
-                    pass
-            persist.remove(path)
-
-    def _ota_boot(self):
-        # What main.py's first stage found (a failed trial rolled back), and after a whole-image
-        # update whether this is its trial or the bootloader went back (ota_image.json).
-        self.report_crash("ota_rollback.json", "ota_rollback")
-        if persist.read_json("ota_image.json") is not None:
-            import ota
-            ota.image_boot(self)
-
     async def run(self, wdt=None, extra=()):
-        self.report_crash()
-        self._ota_boot()
+        import nodeboot   # what runs once per boot: loaded, run and dropped
+        nodeboot.reports(self)
+        del nodeboot
+        _drop("nodeboot")
         now = time.ticks_ms()
         for name in ("sampler", "publisher", "commands"):
             self.beats[name] = now
@@ -380,48 +364,9 @@ class Node:
         await asyncio.gather(*self._tasks)
 
     async def run_once(self, budget_ms=20000, extra=(), sync_ms=_SYNC_MS):
-        """Deep-sleep mode: one cycle, deliver what is stored and answer the commands that waited
-        at the broker, within the budget; then say "asleep" (retained) and when we should wake.
-        `extra`: tasks that run meanwhile (NTP: a wake starts with an unsynced clock, and a
-        reading without a time would say `ts: null`); with them the cycle waits up to sync_ms
-        for a clock."""
-        self.report_crash()
-        self._ota_boot()
-        lt = asyncio.create_task(self.link.run())
-        ct = asyncio.create_task(self.commands.task())
-        xt = [asyncio.create_task(c) for c in extra]
-        t0 = time.ticks_ms()
-        while xt and self.ts() is None and time.ticks_diff(time.ticks_ms(), t0) < sync_ms:
-            await asyncio.sleep_ms(50)
-        await self.cycle()
-        end = time.ticks_add(time.ticks_ms(), budget_ms)
-        while self.pending() and time.ticks_diff(end, time.ticks_ms()) > 0:
-            if self.link.up.is_set():
-                try:
-                    if not await self._drain_once(self.link.client):
-                        break
-                except Exception:
-                    self._rewind()
-                    await asyncio.sleep_ms(200)
-            else:
-                await asyncio.sleep_ms(100)
-        if self.trial and self.link.up.is_set():
-            import ota
-            ota.commit_trial(self)   # a deep-sleep node's trial ends with its first session
-        if self.link.up.is_set():
-            # Commands kept for us arrive right after the CONNACK; give them a moment, then
-            # answer every one before sleeping.
-            t = time.ticks_add(time.ticks_ms(), _CMD_GRACE_MS)
-            while time.ticks_diff(t, time.ticks_ms()) > 0 or not self.commands.idle():
-                if time.ticks_diff(end, time.ticks_ms()) <= 0:
-                    break
-                await asyncio.sleep_ms(50)
-        await self.link.stop((self.t_status, telemetry.asleep(int(self.cfg["interval_s"]), self.ts())))
-        lt.cancel()
-        ct.cancel()
-        for t in xt:
-            t.cancel()
-        self.flush()
+        """Deep-sleep mode: one wake (nodeboot.run_once)."""
+        import nodeboot
+        await nodeboot.run_once(self, budget_ms, extra, sync_ms)
 
     def deinit(self):
         for t in self._tasks:

@@ -31,7 +31,7 @@ async def batch(n, msgs):
         node._on_message(node.t_cmd, p, len(p), retained)
     t = asyncio.create_task(node.commands.task())
     for _ in range(3000):
-        if len(c.sent) >= len(msgs) and not node.commands._q and not node.commands._refuse:
+        if len(c.sent) >= len(msgs) and node.commands.idle():
             break
         await asyncio.sleep_ms(1)
     await asyncio.sleep_ms(5)

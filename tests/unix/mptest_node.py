@@ -264,7 +264,8 @@ async def test_crash_record_becomes_an_event():
     n = _node(_cfg(), ob)
     with open(_TMP + "/crash.json", "w") as f:
         f.write('{"boot": 2, "error": "ZeroDivisionError()"}')
-    n.report_crash(_TMP + "/crash.json")
+    import nodeboot
+    nodeboot.report_crash(n, _TMP + "/crash.json")
     e = json.loads(ob.recs[0][1:])
     assert e["event"] == "crash" and e["detail"]["error"] == "ZeroDivisionError()"
     assert not _exists(_TMP + "/crash.json")
@@ -442,6 +443,7 @@ async def test_set_interval_zero_is_refused_even_on_the_sim_board():
 
 def test_image_trial_is_confirmed_by_the_birth_or_reported_when_rolled_back():
     import fakeesp32
+    import nodeboot
     import ota
     import persist
     _fresh()
@@ -456,7 +458,7 @@ def test_image_trial_is_confirmed_by_the_birth_or_reported_when_rolled_back():
         persist.write_json("ota_image.json", {"expect": "ota_1", "version": "0.6.0", "from": "0.5.0"})
         bl.boot, bl.state = "ota_1", "new"
         bl.reset()
-        n._ota_boot()
+        nodeboot.ota_boot(n)
         assert n.trial == "image" and json.loads(n.link.birth[1])["trial"] is True
         ota.commit_trial(n)
         assert bl.state == "valid" and not n.trial and json.loads(n.link.birth[1])["trial"] is False
@@ -467,7 +469,7 @@ def test_image_trial_is_confirmed_by_the_birth_or_reported_when_rolled_back():
         bl.reset()
         bl.reset()
         assert bl.running == "ota_1"
-        n2._ota_boot()
+        nodeboot.ota_boot(n2)
         e = json.loads(ob.recs[0][1:])
         assert e["event"] == "ota_rollback" and e["detail"]["version"] == "0.7.0" and e["detail"]["image"]
         assert not n2.trial
@@ -526,7 +528,7 @@ async def test_cycle_keeps_the_wrap_safe_uptime_for_probe():
     # ticks_ms wraps every 2^30 ms on an ESP32: the node's accumulated uptime goes to RTC memory
     # each cycle (board.keep_uptime), and the ESP32 board's uptime_ms (what probe.py reports and
     # an MQ heater's warm-up counts from) is at least that.
-    import board
+    import esp32hw
     n = _node(_cfg())
     n.hw = UptimeHw()
     n._up_ms = 1073741 * 1000 + 5000      # up 12.4 days and 5 s: ticks have just wrapped
@@ -544,8 +546,8 @@ async def test_cycle_keeps_the_wrap_safe_uptime_for_probe():
     class Machine:
         RTC = Rtc
 
-    class Esp(board.Esp32):
-        def __init__(self):                    # board.Esp32's wants the ESP32's machine
+    class Esp(esp32hw.Esp32):
+        def __init__(self):                    # Esp32's wants the ESP32's machine
             self.m = Machine
 
     esp = Esp()
