@@ -63,8 +63,11 @@ def load_code(cfg):
     # drivers.make and the sim board load). What they take is the code (bytecode, function and
     # class objects, their qstrs): frozen, the bytecode stays in flash and the objects remain.
     import board, node, outbox, drivers  # noqa: E401,F401
+    # A board loads its system class (esp32hw); the virtual node's (simhw_sys) stands in for it
+    # at run time and is frozen with the simulated chips: charge the board's, as a board would.
+    import esp32hw  # noqa: F401
     try:
-        import simhw  # noqa: F401
+        import simhw, simhw_sys  # noqa: E401,F401
     except ImportError:
         pass
     for s in cfg["sensors"]:

@@ -36,7 +36,7 @@ def _cn():
         # host before the flash directory becomes "/".
         # (frozen first: the virtual ESP32 has them in its image, as a board has its in ROM)
         sys.path[:] = ['.frozen', sb]
-        import json, machine, simflash, simhw, simhw_uart, simhw_bme280
+        import json, machine, simflash, simhw, simhw_sys, simhw_uart, simhw_bme280
         with open(sb + '/boards/sim.json') as f:
             simhw.PROFILES['sim'] = json.load(f)
         if os.getenv('CITYNODE_NTP'):
