@@ -105,20 +105,21 @@ class Link:
         # tls: None/False, or {"ca", "pin_sha256", "cert", "key", "insecure"} (tlsconn.py).
         # on_message(topic, payload, size, retained).
         self.host, self.port, self.tls = host, port, tls
-        self.ack_timeout_ms = ack_timeout_ms
-        self.client_id = client_id
-        self.user, self.password, self.keepalive = user, password, keepalive
-        self.will, self.subs, self.birth = will, subs, birth
-        self.on_message = on_message
+        self.subs, self.birth = subs, birth
         self.wifi = wifi
         self.log = log
         self.opener = opener
         self.backoff_max_ms = backoff_max_ms
         # clean=False: the broker keeps our session (the QoS 1 subscription to cmd and what
         # arrives for it) while we are away: a deep-sleeping node gets its commands at its wake.
-        self.clean = clean
         self.client = None     # the client while a session is up, else None
-        self._c = None
+        # One client for every session, made now: its buffers (~1.3 KB, two of them over 512 B)
+        # are allocated while the heap is still whole, not at the first connection, when the
+        # node's modules and data have fragmented it, nor again on each reconnect.
+        c = self._c = mqtt.MQTTClient(client_id, user, password, keepalive, will, clean=clean,
+                                      ack_timeout_ms=ack_timeout_ms)
+        if on_message is not None:
+            c.on_message = lambda t, p, n: on_message(t, p, n, c.retained)
         self.up = asyncio.Event()
         self.last_error = None
 
@@ -127,15 +128,6 @@ class Link:
             await self.wifi.ensure()
         stream = await self.opener(self.host, self.port, self.tls)
         c = self._c
-        if c is None:
-            # One client for every session: its buffers are allocated once, at the first
-            # connection, not again on each reconnect, when a long-running heap is fragmented
-            # and an outage has filled it with held readings.
-            c = self._c = mqtt.MQTTClient(self.client_id, self.user, self.password, self.keepalive, self.will,
-                                          clean=self.clean, ack_timeout_ms=self.ack_timeout_ms)
-            h = self.on_message
-            if h is not None:
-                c.on_message = lambda t, p, n: h(t, p, n, c.retained)
         try:
             await c.connect(stream)
             for t in self.subs:

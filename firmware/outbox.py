@@ -10,6 +10,7 @@ virtual node the flash is a VfsPosix mounted at "/", where os.rename of absolute
 """
 import os
 import struct
+import sys
 from binascii import crc32
 
 try:
@@ -23,7 +24,6 @@ _ENOSPC = const(28)         # the unix port's errno module has no ENOSPC
 _EIO = const(5)
 _MIN_SEGS = const(4)        # dropping one segment when full loses at most 1/4 of the outbox
 _MAX_SEGS = const(64)       # bookkeeping is 3 ints per segment: bounded RAM for any outbox_kb
-_CHUNK = const(256)
 
 
 def _rm(name):
@@ -84,111 +84,14 @@ class Outbox:
     # --- load ----------------------------------------------------------------------------
 
     def _load(self):
+        # Once, at boot: from its own module, dropped again (about 2 KB of code from .mpy)
+        had = "outbox_load" in sys.modules
+        import outbox_load
         try:
-            names = os.listdir(self.path)
-        except OSError:
-            os.mkdir(self.path)
-            names = []
-        nos = []
-        for nm in names:
-            if nm.endswith(".tmp"):
-                _rm(self.path + "/" + nm)   # a rewrite cut short: the original is intact
-            elif len(nm) == 9 and nm[0] == "s" and nm[1:].isdigit():
-                nos.append(int(nm[1:]))
-        nos.sort()
-        ano, aoff = self._read_ack()
-        self._next = max(nos[-1] if nos else -1, ano) + 1
-        buf = bytearray(MAX_REC)
-        for no in nos:
-            name = self._name(no)
-            if no < ano:
-                _rm(name)             # wholly acked; its deletion was cut short
-                continue
-            cnt, end, acked, hoff = self._scan(name, aoff if no == ano else -1, buf)
-            size = os.stat(name)[6]
-            self.discarded += size - end
-            if not cnt:
-                _rm(name)
-                continue
-            ok = size == end or self._cut(name, end, buf)
-            if not self._nos:
-                self._hoff = hoff
-                self._hack = acked
-            self._nos.append(no)
-            self._cnt.append(cnt)
-            self._siz.append(end)
-            self._sealed = not ok
-        self._n = sum(self._cnt) - self._hack
-        self._total = sum(self._siz)
-        if self._nos and self._hack == self._cnt[0] and (len(self._nos) > 1 or self._sealed):
-            self._evict()             # wholly acked, and no longer the one appended to
-
-    def _read_ack(self):
-        try:
-            f = self._open(self.path + "/ack", "rb")
-        except OSError:
-            return -1, 0
-        try:
-            n = f.readinto(self._ackb)
+            outbox_load.load(self)
         finally:
-            f.close()
-        if n != 12:
-            return -1, 0
-        no, off, crc = struct.unpack("<III", self._ackb)
-        if crc32(self._ackv) != crc:
-            return -1, 0
-        return no, off
-
-    def _scan(self, name, aoff, buf):
-        # -> (valid records, end of the last valid one, records wholly before aoff, offset after them)
-        hdr = self._hdr
-        off = cnt = acked = hoff = 0
-        f = self._open(name, "rb")
-        try:
-            while True:
-                if off <= aoff:
-                    acked = cnt
-                    hoff = off
-                if f.readinto(hdr) != _HDR:
-                    break
-                ln, crc = struct.unpack("<HI", hdr)
-                if ln > MAX_REC:
-                    break
-                mv = memoryview(buf)[0:ln]
-                if f.readinto(mv) != ln or crc32(mv, crc32(self._lenv)) != crc:
-                    break
-                off += _HDR + ln
-                cnt += 1
-        finally:
-            f.close()
-        return cnt, off, acked, hoff
-
-    def _cut(self, name, end, buf):
-        # Rewrite a segment to its valid prefix (MicroPython files have no truncate()).
-        tmp = name + ".tmp"
-        try:
-            src = self._open(name, "rb")
-            try:
-                dst = self._open(tmp, "wb")
-                try:
-                    left = end
-                    while left:
-                        k = min(left, _CHUNK)
-                        mv = memoryview(buf)[0:k]
-                        if src.readinto(mv) != k or dst.write(mv) != k:
-                            raise OSError(_EIO)
-                        left -= k
-                    dst.flush()
-                finally:
-                    dst.close()
-            finally:
-                src.close()
-            os.rename(tmp, name)
-        except OSError:
-            _rm(tmp)
-            return False
-        self.bytes_written += end
-        return True
+            if not had:
+                sys.modules.pop("outbox_load", None)
 
     # --- append --------------------------------------------------------------------------
 

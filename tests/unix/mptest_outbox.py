@@ -495,7 +495,9 @@ def test_enospc_on_write_leaves_outbox_consistent():
 
 def test_on_the_virtual_nodes_flash():
     # As under `citynode sim`: a VfsPosix of a directory mounted at "/", where os.rename of
-    # absolute paths fails: every path the outbox uses is relative.
+    # absolute paths fails: every path the outbox uses is relative. (The outbox loads its
+    # load code when it opens, from the firmware's directory, which the mount hides here.)
+    import outbox_load  # noqa: F401
     with Scratch() as sc:
         os.mkdir("flash")
         flash = sc.dir + "/flash"
