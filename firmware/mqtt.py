@@ -202,6 +202,7 @@ class MQTTClient:
         self._last_pid = 0
         self._ping_out = False
         self._ping_t = time.ticks_ms()
+        self._pong = asyncio.Event()   # a PINGRESP came (ping())
 
     # --- link ------------------------------------------------------------------------------
 
@@ -413,6 +414,13 @@ class MQTTClient:
         finally:
             self._release(i)
 
+    async def ping(self):
+        """One round trip: PINGREQ, then wait for the PINGRESP. Everything the broker sent before
+        it has been handed to on_message by then (one reader, in order). Bound it with wait_for."""
+        self._pong.clear()
+        await self._send(_PINGREQ)
+        await self._pong.wait()
+
     # --- tasks -------------------------------------------------------------------------------
 
     async def _ticker(self):
@@ -469,7 +477,7 @@ class MQTTClient:
                     self._ack((self._ib[p] << 8) | self._ib[p + 1], self._ib[p + 2] if k == _SUBACK else 0)
                     self._p += n
                 elif k == _PINGRESP and n == 0:
-                    pass
+                    self._pong.set()
                 else:
                     raise MQTTError("unexpected packet" if k != _PINGRESP else "malformed")
         except MQTTError as e:

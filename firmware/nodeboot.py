@@ -75,13 +75,18 @@ async def run_once(n, budget_ms, extra, sync_ms):
     if n.trial and n.link.up.is_set():
         import ota
         ota.commit_trial(n)   # a deep-sleep node's trial ends with its first session
-    if n.link.up.is_set():
-        # Commands kept for us arrive right after the CONNACK; give them a moment, then
-        # answer every one before sleeping.
-        t = time.ticks_add(time.ticks_ms(), _CMD_GRACE_MS)
-        while time.ticks_diff(t, time.ticks_ms()) > 0 or not n.commands.idle():
-            if time.ticks_diff(end, time.ticks_ms()) <= 0:
-                break
+    c = n.link.client
+    if c is not None:
+        # Commands kept for us come when the session resumes, before the broker reads what we
+        # send next: one round trip (a ping answered) has them in the inbox. A broker that
+        # hands them over later has _CMD_GRACE_MS; a command that misses it stays queued at
+        # the broker for the next wake (QoS 1, a persistent session): later, never lost.
+        try:
+            await asyncio.wait_for_ms(c.ping(), _CMD_GRACE_MS)
+        except Exception:
+            pass
+        # then answer every one before sleeping
+        while not n.commands.idle() and time.ticks_diff(end, time.ticks_ms()) > 0:
             await asyncio.sleep_ms(50)
     await n.link.stop((n.t_status, telemetry.asleep(int(n.cfg["interval_s"]), n.ts())))
     lt.cancel()

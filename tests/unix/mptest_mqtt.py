@@ -329,6 +329,29 @@ async def test_resend_with_dup_after_timeout():
     assert s.closed
 
 
+async def test_ping_returns_after_what_the_broker_sent_before_its_pingresp():
+    # A deep-sleep wake ends its command window with one round trip: whatever the broker sent
+    # ahead of the PINGRESP (a command kept for the node) has reached on_message by then.
+    got = []
+    c, s = await up()
+    c.on_message = lambda t, p, n: got.append(bytes(p))
+    t = asyncio.create_task(c.ping())
+    await until(lambda: s.out, 500, "PINGREQ")
+    assert s.take() == b"\xc0\x00" and not t.done()
+    s.feed(b"\x30\x05\x00\x01c" + b"hi" + b"\xd0\x00")   # a QoS 0 PUBLISH, then the PINGRESP
+    await asyncio.wait_for_ms(t, 500)
+    assert got == [b"hi"]
+    # a broker that never answers: the caller's bound ends it, and the link stays up
+    try:
+        await asyncio.wait_for_ms(c.ping(), 100)
+    except asyncio.TimeoutError:
+        pass
+    else:
+        raise AssertionError("a ping with no PINGRESP returned")
+    assert c.connected
+    await c.disconnect()
+
+
 async def test_keepalive_ping_and_dead_link():
     c, s = await up(keepalive=2)    # PINGREQ every 1 s, PINGRESP due within 1 s
     t0 = time.ticks_ms()
