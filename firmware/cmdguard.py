@@ -18,10 +18,6 @@ REBOOT_AFTER_S = const(60)  # no remote reboot in the first minute after a boot:
 SET_BURST = const(5)      # `set`: 5 at once, then one per SET_EVERY_MS
 SET_EVERY_MS = const(12000)
 
-RETAINED = "retained commands are not obeyed"
-BUSY = "busy"
-
-
 _IDS = const(0)     # memo[0]: [(id, reply bytes)], oldest first
 _TOKENS = const(1)  # memo[1]: `set` commands that may run now (None before the first)
 _T = const(2)       # memo[2]: the uptime (ms) the bucket last refilled at (None before the first)

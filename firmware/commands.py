@@ -5,19 +5,12 @@ again. Pure parsing (parse) runs on CPython too; the host and the fuzz tests use
     await commands.serve(box)          # run and answer what the inbox holds
     commands.parse(b'{"id":"c-1","cmd":"ping"}')    # -> ("c-1", "ping", {})
 """
-import asyncio
 import json
 
 import cmdguard
 from inbox import MAX_CMD
 
-try:
-    from micropython import const
-except ImportError:
-    const = lambda x: x  # noqa: E731
-
 NAMES = ("ping", "sample", "get_config", "set", "reboot")
-_REPLY_WAIT_MS = const(10000)  # for a link that is down when a command's answer is ready
 
 
 class CommandError(ValueError):
@@ -60,19 +53,12 @@ def _config():
 
 
 async def serve(box):
-    """Run and answer what the inbox (inbox.Inbox) holds, one at a time, until it is empty."""
+    """Run and answer the commands the inbox (inbox.Inbox) has queued, one at a time, until none is
+    left (the inbox answers the refused ones itself)."""
     n = box.node
     import telemetry
-    while box.queue or box.refused or box.unanswered:
+    while box.queue:
         n.beat("commands")
-        if box.refused:
-            cid, retained = box.refused.pop(0)
-            await box.reply(telemetry.reply(cid, False, None, cmdguard.RETAINED if retained else cmdguard.BUSY))
-            continue
-        if box.unanswered:
-            n.log("cmd: %d commands dropped unanswered (flood)" % box.unanswered)
-            box.unanswered = 0
-            continue
         payload, size = box.queue.pop(0)
         box.busy = True
         cid, ok, res, err, after = None, False, None, None, None
@@ -105,21 +91,6 @@ async def serve(box):
         box.busy = False
         if after:
             await after()
-
-
-async def reply(box, payload):
-    # The command came over the link, so it is usually up; if it dropped meanwhile (a sample
-    # takes seconds), wait for the next session rather than lose the answer: twice, bounded.
-    link = box.node.link
-    for _ in range(2):
-        box.node.beat("commands")    # each try: up to 10 s for the link, 3 sends for the PUBACK
-        try:
-            await asyncio.wait_for_ms(link.up.wait(), _REPLY_WAIT_MS)
-            await link.client.publish(box.node.t_reply, payload, 1)
-            return
-        except Exception as e:
-            err = e
-    box.node.log("reply lost: %r" % (err,))
 
 
 async def run(box, cmd, args):

@@ -431,6 +431,47 @@ async def test_reboot_and_set_are_rate_limited():
     assert n.cfg["interval_s"] == 14
 
 
+async def test_commands_are_dropped_when_answered_and_a_repeat_is_still_known():
+    # The inbox loads commands.py and cmdguard.py for a command and drops them (and config,
+    # which get_config loads) once it is answered; the guard's memory stays with the inbox, so
+    # the same id after the drop gets the first answer, not a second run.
+    import sys
+    _fresh()
+    n = _node(_cfg())
+    n.sensors = [[{"name": "a", "type": "x"}, Fake([{"rh_pct": 80.0}] * 3)]]
+    first = await _answers(n, [(_cmd("s-1", "sample"), False), (_cmd("g-1", "get_config"), False)], 2)
+    sys.modules.pop("config", None)   # _answers puts it back for the other tests
+    assert [r["id"] for r in first] == ["s-1", "g-1"] and first[0]["ok"], first
+    assert not [m for m in ("commands", "cmdguard", "config") if m in sys.modules]
+    again = await _answers(n, [(_cmd("s-1", "sample"), False)], 1)
+    assert again == first[:1] and n.seq == 1, (again, n.seq)   # answered as before, not sampled again
+
+
+async def test_commands_that_cannot_be_loaded_are_answered_as_failed_and_the_inbox_goes_on():
+    # In a cut-up heap from .mpy files, loading commands.py can run out of memory: the queued
+    # commands get a failed answer (never silence, never a reset), and the next one runs.
+    import inbox
+    _fresh()
+    n = _node(_cfg())
+    serve = inbox._serve
+    tries = []
+
+    async def no_memory(box):
+        tries.append(1)
+        raise MemoryError("memory allocation failed, allocating 1136 bytes")
+
+    inbox._serve = no_memory
+    try:
+        rs = await _answers(n, [(_cmd("p-1", "ping"), False), (b"{not json", False)], 2)
+    finally:
+        inbox._serve = serve
+    assert len(tries) == 2, tries                # tried again after a collection
+    assert [(r["id"], r["ok"]) for r in rs] == [("p-1", False), (None, False)], rs
+    assert rs[0]["error"].startswith("failed: memory allocation failed"), rs
+    rs = await _answers(n, [(_cmd("p-2", "ping"), False)], 1)
+    assert rs[0]["id"] == "p-2" and rs[0]["ok"], rs
+
+
 async def test_set_interval_zero_is_refused_even_on_the_sim_board():
     _fresh()
     n = _node(_cfg())
