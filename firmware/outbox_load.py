@@ -59,6 +59,7 @@ def load(ob):
     if ob._nos and ob._hack == ob._cnt[0] and (len(ob._nos) > 1 or ob._sealed):
         ob._evict()             # wholly acked, and no longer the one appended to
 
+
 def _read_ack(ob):
     try:
         f = ob._open(ob.path + "/ack", "rb")
@@ -74,6 +75,7 @@ def _read_ack(ob):
     if crc32(ob._ackv) != crc:
         return -1, 0
     return no, off
+
 
 def _scan(ob, name, aoff, buf):
     # -> (valid records, end of the last valid one, records wholly before aoff, offset after them)
@@ -108,6 +110,7 @@ def _scan(ob, name, aoff, buf):
     finally:
         f.close()
     return cnt, off, acked, hoff
+
 
 def _cut(ob, name, end, buf):
     os = outbox.os

@@ -386,6 +386,27 @@ def test_reset_inside_load_rewrite():
                 assert not [nm for nm in os.listdir("ob") if nm.endswith(".tmp")]
 
 
+def test_records_are_checked_in_pieces_at_load():
+    # The load checks a record's CRC in 256-byte pieces: records of every size around the piece
+    # come back whole, and a flipped byte in the last piece of the largest record cuts exactly
+    # that record and what follows it.
+    sizes = (0, 1, 255, 256, 257, 511, 512, 513, 1023, 1024)
+    recs = [bytes([65 + i]) * n for i, n in enumerate(sizes)]
+    with Scratch():
+        ob = Outbox("ob", max_kb=64, seg_kb=16)
+        for r in recs:
+            ob.append(r)
+        ob.close()
+        assert _all(Outbox("ob", max_kb=64, seg_kb=16)) == recs
+        seg = "ob/" + _segs()[0]
+        data = bytearray(_read(seg))
+        big = len(data) - 1024 - 6          # the last record: 6 bytes of header, then 1024 of data
+        data[big + 6 + 1000] ^= 0x40      # in its fourth piece
+        _write(seg, data)
+        ob = Outbox("ob", max_kb=64, seg_kb=16)
+        assert _all(ob) == recs[:-1] and ob.discarded == 1030, ob.discarded
+
+
 def test_bytes_written_per_reading():
     with Scratch():
         rec = b"x" * 180

@@ -152,7 +152,7 @@ class SimPeripherals:
             d = random.uniform(20, d)
         return d
 
-    # --- what board.Esp32 offers -------------------------------------------------------------
+    # --- what esp32hw.Esp32 offers -------------------------------------------------------------
 
     def pin_out(self, n, value=0):
         return _Pin(self, 1 if value else 0)

@@ -101,18 +101,8 @@ class SimWDT:
         self.feeds += 1
 
 
-class _Bare(SimSystem):
-    """A virtual node without the simulated peripherals: a board with no sensors."""
-
-    def __init__(self, profile):
-        pass
-
-
 def open(profile):
-    try:
-        import simhw
-    except ImportError:
-        return _Bare(profile)
+    import simhw   # beside this module: the virtual node loads both from the host at boot
 
     class Sim(SimSystem, simhw.SimPeripherals):
         pass
