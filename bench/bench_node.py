@@ -200,8 +200,9 @@ MODULES = ["persist", "config", "asyncio", "version", "mqtt", "link", "telemetry
 
 def clean(r):
     """A run counts only with no sensor error (a sensor's MemoryError is one: node._read turns it
-    into an `error` entry) and every reading delivered."""
-    return bool(r) and not r["errors"] and r["undelivered"] == 0
+    into an `error` entry), every reading delivered and every command (a ping every 5 cycles)
+    answered ok."""
+    return bool(r) and not r["errors"] and r["undelivered"] == 0 and r.get("commands_ok") == r.get("commands")
 
 
 def smallest_heap(d, b, exe, cycles=SHORT_CYCLES, lo=16, hi=256):

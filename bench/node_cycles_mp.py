@@ -10,6 +10,9 @@ import time
 import persist
 
 
+CMD_EVERY = 5   # cycles between two commands
+
+
 class GcProbe:
     # node.cycle() collects at its end; what is allocated just before that is the cycle's peak.
     def __init__(self):
@@ -130,8 +133,20 @@ async def main(host, port, cycles, threshold=0):
 
     n.beat = sampling_beat
     sample_publishes()
+    # A command now and then, as an operator's `citynode ping`: the node loads its command code
+    # for it and drops it after; every one must be answered ok.
+    cmds = [0, 0]   # sent, answered ok
+    reply = n.commands.reply
+
+    async def counted(payload):
+        if json.loads(payload)["ok"]:
+            cmds[1] += 1
+        await reply(payload)
+
+    n.commands.reply = counted
     lt = asyncio.create_task(n.link.run())
     pt = asyncio.create_task(n.publisher())
+    ct = asyncio.create_task(n.commands.task())
     try:
         await asyncio.wait_for_ms(n.link.up.wait(), 20000)
     except asyncio.TimeoutError:
@@ -147,20 +162,26 @@ async def main(host, port, cycles, threshold=0):
     errors = {}
     t0 = time.ticks_ms()
     for i in range(cycles):
+        if i % CMD_EVERY == CMD_EVERY - 1:
+            p = b'{"id":"b-%d","cmd":"ping"}' % i
+            n._on_message(n.t_cmd, p, len(p))
+            cmds[0] += 1
         r = await n.cycle()
         for k in r["errors"]:
             e = k + ":" + r["errors"][k]
             errors[e] = errors.get(e, 0) + 1
     ms = time.ticks_diff(time.ticks_ms(), t0)
     t1 = time.ticks_ms()
-    while n.pending() and time.ticks_diff(time.ticks_ms(), t1) < 20000:
+    while (n.pending() or not n.commands.idle()) and time.ticks_diff(time.ticks_ms(), t1) < 20000:
         await asyncio.sleep_ms(20)
     lt.cancel()
     pt.cancel()
+    ct.cancel()
     print(json.dumps({"cycles": cycles, "ms_per_cycle": ms / cycles, "peak_alloc": probe.peak, "peak_at": probe.at, "live_peak": LIVE[0], "threshold": threshold, "garbage_per_cycle": probe.garbage / max(probe.n - 1, 1),
                       "base_alloc": base, "standing_alloc": standing,
                       "start_alloc": start, "code_alloc": code, "mem_total": gc.mem_alloc() + gc.mem_free(),
                       "bytes_per_msg": sizes[0] / sizes[1], "undelivered": n.pending(),
+                      "commands": cmds[0], "commands_ok": cmds[1],
                       "errors": errors, "values": sorted(r["values"])}))
 
 
