@@ -1,5 +1,5 @@
 # Runs inside a virtual node's flash dir on the unix port:
-#   micropython -X heapsize=64k node_cycles_mp.py HOST PORT CYCLES [GC_THRESHOLD]
+#   micropython -X heapsize=64k node_cycles_mp.py HOST PORT CYCLES [GC_THRESHOLD [CMD_EVERY]]
 # Prints one JSON line of figures. The node publishes to the broker while it cycles.
 import asyncio
 import gc
@@ -10,7 +10,7 @@ import time
 import persist
 
 
-CMD_EVERY = 5   # cycles between two commands
+CMD_EVERY = 5   # cycles between two commands (argv[5]; 0: none)
 
 
 class GcProbe:
@@ -82,7 +82,7 @@ def load_code(cfg):
             import simhw_bme280  # noqa: F401
 
 
-async def main(host, port, cycles, threshold=0):
+async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
     gc.collect()
     start = gc.mem_alloc()  # the interpreter's own, and this script's
     # As main.py boots: validate with config.py, drop it (its qstrs stay: counted as data),
@@ -162,7 +162,7 @@ async def main(host, port, cycles, threshold=0):
     errors = {}
     t0 = time.ticks_ms()
     for i in range(cycles):
-        if i % CMD_EVERY == CMD_EVERY - 1:
+        if every and i % every == every - 1:
             p = b'{"id":"b-%d","cmd":"ping"}' % i
             n._on_message(n.t_cmd, p, len(p))
             cmds[0] += 1
@@ -185,4 +185,5 @@ async def main(host, port, cycles, threshold=0):
                       "errors": errors, "values": sorted(r["values"])}))
 
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0,
+                 int(sys.argv[5]) if len(sys.argv) > 5 else CMD_EVERY))
