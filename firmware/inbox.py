@@ -100,19 +100,15 @@ class Inbox:
             self.ev.clear()
 
     async def _run_queued(self):
-        err = None
         for _ in range(2):      # a second try after a collection: the heap may just be cut up
             try:
                 await _serve(self)
-                err = None
-                break
+                return
             except Exception as e:   # commands.py could not be loaded (MemoryError), ...
                 err = e
             finally:
                 self.busy = False
                 self.drop()
-        if err is None:
-            return
         self.node.log("cmd: cannot run commands: %r; %d answered as failed" % (err, len(self.queue)))
         while self.queue:
             payload, size = self.queue.pop(0)

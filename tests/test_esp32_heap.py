@@ -38,7 +38,7 @@ def test_node_runs_clean_in_the_heap(tmp_path, broker, kind, node, heap_kb):
     r, err = bench_node.run(d, broker, "%dk" % heap_kb, CYCLES, exe=exe)
     assert err is None, err
     assert bench_node.clean(r), (r["errors"], r["undelivered"], r["commands"], r["commands_ok"])
-    assert r["commands"] == CYCLES // 5
+    assert r["commands"] == CYCLES // bench_node.CMD_EVERY
     assert r["cycles"] == CYCLES and r["mem_total"] <= heap_kb * 1024
 
 
