@@ -271,7 +271,9 @@ def test_a_node_over_verified_tls_with_its_own_identity_answers_the_operator(fle
     node = fleet.node(tmp_path, "sec-b").start()
     try:
         wait_for(lambda: any(m.topic.endswith("/status") and b'"online"' in m.payload for m in seen), 30, what="birth")
-        assert "link: connected to 127.0.0.1:%d (TLS)" % fleet.port in node.output()
+        # The birth is sent inside the session's start, the log line once it has started: wait for it.
+        wait_for(lambda: "link: connected to 127.0.0.1:%d (TLS)" % fleet.port in node.output(), 10,
+                 what="the node's log of its TLS session")
         cmd(op, "sec-b", "p-1", "ping")
         cmd(op, "sec-b", "s-1", "set", {"key": "interval_s", "value": 0})
         cmd(op, "sec-b", "p-1", "ping")            # the same id again: its first reply, not a second run
