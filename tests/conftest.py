@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,9 +89,14 @@ class MPFile(pytest.File):
 
 def run_mp_file(path, names=(), timeout=300, exe=MICROPYTHON):
     # CITYNODE_INTERP: which interpreter a test runs on, for the tests of the virtual ESP32 itself
-    env = dict(os.environ, CITYNODE_INTERP="unix" if exe == MICROPYTHON else "esp32")
-    p = subprocess.run([exe, str(ROOT / "tests/unix/runner.py"), str(path), *names],
-                       cwd=str(path.parent), capture_output=True, text=True, timeout=timeout, env=env)
+    # CITYNODE_TMP: the process's own scratch directory (two runs never share a file)
+    tmp = tempfile.mkdtemp(prefix="citynode-mp-")
+    env = dict(os.environ, CITYNODE_INTERP="unix" if exe == MICROPYTHON else "esp32", CITYNODE_TMP=tmp)
+    try:
+        p = subprocess.run([exe, str(ROOT / "tests/unix/runner.py"), str(path), *names],
+                           cwd=str(path.parent), capture_output=True, text=True, timeout=timeout, env=env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     res, cur = {}, None
     for line in p.stdout.splitlines():
         if cur is not None:

@@ -3,6 +3,7 @@ reader fed whatever a hostile broker may send, and the command handler fed whate
 with write access to `cmd` may publish. Hypothesis makes the cases here, on CPython; the unix port
 runs them in batches (tests/unix/fuzz_*.py) and says OK or BAD for each."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ def run_unix(script, lines, tmp):
     p = tmp / "cases.txt"
     p.write_text("".join(x + "\n" for x in lines))
     r = subprocess.run([MICROPYTHON, str(UNIX / script), str(p)], cwd=str(UNIX), capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, env=dict(os.environ, CITYNODE_TMP=str(tmp)))
     out = r.stdout.splitlines()
     assert out and out[-1] == "DONE", (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     bad = [x for x in out if x.startswith("BAD")]

@@ -492,7 +492,7 @@ async def test_sim_missing_sensors_give_their_codes():
 def test_sim_reads_sim_json_from_the_current_directory():
     import os
     here = os.getcwd()
-    os.chdir("/tmp")
+    os.chdir(os.getenv("CITYNODE_TMP") or "/tmp")   # the run's own scratch directory (conftest)
     try:
         with open("sim.json", "w") as f:
             json.dump({"seed": 9, "water": {"distance_cm": 123.0}, "missing": ["pm"]}, f)
@@ -559,7 +559,7 @@ def test_sim_gauges_at_different_heights_see_one_river():
     # report the same 50 cm of water.
     import os
     here = os.getcwd()
-    os.chdir("/tmp")
+    os.chdir(os.getenv("CITYNODE_TMP") or "/tmp")   # the run's own scratch directory (conftest)
     try:
         with open("sim.json", "w") as f:
             json.dump({"seed": 4, "water": {"distance_cm": 250.0, "noise_cm": 0.0}}, f)
@@ -582,7 +582,7 @@ def test_sim_gauges_at_different_heights_see_one_river():
 async def test_sim_a02yyuw_below_the_hcsr04_reads_the_same_level():
     import os
     here = os.getcwd()
-    os.chdir("/tmp")
+    os.chdir(os.getenv("CITYNODE_TMP") or "/tmp")   # the run's own scratch directory (conftest)
     try:
         with open("config.json", "w") as f:
             json.dump({"sensors": [dict(WATER, mount_height_cm=300.0), dict(A02, mount_height_cm=200.0)]}, f)
