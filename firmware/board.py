@@ -23,6 +23,9 @@ RESETS = ("power", "hard", "wdt", "deepsleep", "soft", "unknown")
 # Where the running firmware's files are: "" (the flash root, as deployed over USB) or the slot
 # of a version installed over the air ("fw/a/"); main.py sets it. Profiles come from there.
 FW = ""
+# The CRC-32 of the config file as load() validated it (and as `set` last wrote it): a `set`
+# on a file still equal to it checks only the key it changes (commands.py).
+CRC = None
 
 
 def profile(name, root=""):
@@ -44,24 +47,32 @@ def profile(name, root=""):
 def load(path="config.json"):
     """(raw config, validated config, board profile); raises ValueError/ConfigError with a
     one-line reason. Loads the validator: callers that keep running drop it afterwards."""
-    import config
+    global CRC
+    import json
     import os
+    from binascii import crc32
+
+    import config
+    from cfgkeys import MAX_BYTES
     try:
         size = os.stat(path)[6]
     except OSError:
-        size = 0
-    if size > config.MAX_BYTES:  # refused before json.load could run the heap out (MemoryError)
-        raise ValueError("%s: %d bytes, at most %d" % (path, size, config.MAX_BYTES))
-    raw = persist.read_json(path)
-    if raw is None:
         raise ValueError("%s: missing" % path)
+    if size > MAX_BYTES:  # refused before json.loads could run the heap out (MemoryError)
+        raise ValueError("%s: %d bytes, at most %d" % (path, size, MAX_BYTES))
+    data = persist.read_bytes(path, MAX_BYTES)
+    if data is None:
+        raise ValueError("%s: missing" % path)
+    raw = json.loads(data)
     if not isinstance(raw, dict):
         raise ValueError("%s: not a JSON object" % path)
     name = raw.get("board")
     prof = profile(name, path[:path.rfind("/") + 1])
     if prof is None:
         raise ValueError("board: no profile boards/%s.json on this node" % name)
-    return raw, config.validate(raw, prof), prof
+    cfg = config.validate(raw, prof)
+    CRC = crc32(data)
+    return raw, cfg, prof
 
 
 def _system():

@@ -45,11 +45,40 @@ def parse(payload, size=None):
     return cid, cmd, args
 
 
-def _config():
-    # The validator is ~14 KB of bytecode from .mpy: loaded for the rare get_config/set, and
-    # dropped with this module when the inbox is empty (inbox.Inbox.drop).
-    import config
-    return config
+def _set(n, key, value):
+    # The config as written, with one key changed. A file that is the one validated at boot (or
+    # by the last `set`: board.CRC) needs only the key's rule (cfgkeys); one changed on the flash
+    # since is validated whole, with config.py (~14 KB of heap from .mpy, dropped with this
+    # module when the inbox is empty: inbox.Inbox.drop). A CRC guards against a file edited by
+    # hand, not an attacker: whoever can write the flash can replace main.py as well.
+    import json
+    from binascii import crc32
+
+    import board
+    import cfgkeys
+    import persist
+    path = n.cfg_path
+    data = persist.read_bytes(path, cfgkeys.MAX_BYTES)
+    if data is None:
+        raise CommandError("%s: missing or over %d bytes" % (path, cfgkeys.MAX_BYTES))
+    raw = json.loads(data)
+    cfg = None
+    if board.CRC is not None and crc32(data) == board.CRC:
+        why = cfgkeys.check(key, value)
+        if why:
+            raise CommandError("%s: %s" % (key, why) if key else why)   # config.ConfigError's form
+        cfgkeys.put(raw, key, value)
+    else:
+        import config
+        raw, cfg = config.set_key(raw, key, value, board.profile(n.cfg["board"], path[:path.rfind("/") + 1]))
+    data = None   # not kept while the new bytes are made
+    data = json.dumps(raw).encode()
+    if len(data) > cfgkeys.MAX_BYTES:   # the next boot would refuse it: safe mode
+        raise CommandError("%s would be %d bytes, at most %d" % (path, len(data), cfgkeys.MAX_BYTES))
+    persist.write_bytes(path, data)
+    board.CRC = crc32(data)
+    # Written: the running config follows (in place; nothing can fail once the file is written).
+    return cfg or cfgkeys.put(n.cfg, key, value)
 
 
 async def serve(box):
@@ -105,18 +134,13 @@ async def run(box, cmd, args):
         r = await n.cycle()
         return {"seq": r["seq"], "values": r["values"], "errors": r["errors"]}, None
     if cmd == "get_config":
-        return _config().masked(n.cfg), None
+        import cfgkeys
+        return cfgkeys.masked(n.cfg), None
     if cmd == "set":
         key, value = args.get("key"), args.get("value")
         if not isinstance(key, str) or "value" not in args:
             raise CommandError("set needs args {\"key\": ..., \"value\": ...}")
-        import board
-        import persist
-        path = n.cfg_path
-        raw, new_cfg = _config().set_key(persist.read_json(path), key, value,
-                                         board.profile(n.cfg["board"], path[:path.rfind("/") + 1]))
-        persist.write_json(path, raw)
-        n.cfg = new_cfg
+        n.cfg = _set(n, key, value)
         n.wake()
         return {"key": key, "value": value}, None
     if cmd == "reboot":

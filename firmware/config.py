@@ -5,17 +5,15 @@ this very file, so there is one source of truth).
 
     import config
     cfg = config.validate(json.load(f), board)   # raises config.ConfigError("sensors[1].rx: ...")
-    print(config.masked(cfg)["wifi"]["password"])  # "***"
+
+The keys a `set` command may change and their bounds, the size cap (MAX_BYTES) and the secrets
+(masked) are in cfgkeys.py, which the node uses without this module once it runs.
 """
+from cfgkeys import RULES, check, copy, is_int as _is_int, is_num as _is_num, put, text_ok as _text_ok
 
 REQ = "required"  # marks a field without a default
 
 MAX_ALARMS = 16
-# config.json larger than this is refused before it is parsed (the node's heap is ~100 KB); every
-# field's length and every list's count is capped too, so a config that validates stays far below.
-MAX_BYTES = 8192
-# The shortest sampling interval on a real board: the sim board's benches may run flat out (0).
-MIN_INTERVAL_S = 1
 
 # One entry per sensor type: the driver module under drivers/ and the fields it takes.
 # (key, kind, default, lo, hi). Pins left out come from the board's "defaults" for the module.
@@ -48,7 +46,13 @@ MQ_GASES = {"mq135": ("co2", "nh3", "co", "alcohol", "toluene", "acetone"),
             "mq7": ("co", "h2"),
             "mq2": ("lpg", "co", "smoke", "h2", "alcohol", "propane")}
 
-_SITE = (("name", "str", "", 0, 64), ("lat", "num", None, -90, 90), ("lon", "num", None, -180, 180))
+def _rule(key, default):
+    # The schema entry of a key `set` may change: its kind and bounds are cfgkeys.RULES'.
+    kind, lo, hi = RULES[key]
+    return (key[key.rfind(".") + 1:], kind, default, lo, hi)
+
+
+_SITE = (_rule("site.name", ""), ("lat", "num", None, -90, 90), ("lon", "num", None, -180, 180))
 _WIFI = (("ssid", "str", REQ, 1, 32), ("password", "str", "", 0, 63))
 # TLS: the broker is verified with a CA certificate in a PEM file on the node's flash (`ca`) and/or
 # the SHA-256 of its public key (`pin_sha256`, hex of the DER SubjectPublicKeyInfo); `cert`/`key`
@@ -57,45 +61,24 @@ _MQTT = (("host", "host", REQ, 1, 253), ("port", "int", None, 1, 65535), ("tls",
          ("ca", "file", None, 1, 32), ("pin_sha256", "pin", None, 64, 64), ("cert", "file", None, 1, 32),
          ("key", "file", None, 1, 32), ("tls_insecure", "bool", False, 0, 0),
          ("user", "str", None, 0, 64), ("password", "str", None, 0, 128), ("prefix", "prefix", "city", 1, 64),
-         ("keepalive_s", "int", 60, 10, 3600), ("backoff_max_s", "int", 300, 2, 3600),
+         _rule("mqtt.keepalive_s", 60), ("backoff_max_s", "int", 300, 2, 3600),
          ("ack_timeout_s", "int", 10, 1, 10))   # 3 sends x 10 s stay inside a task's 45 s watchdog beat
 _POWER = (("deep_sleep", "bool", False, 0, 0),)
 # pubkey: the fleet's Ed25519 OTA key (`citynode ota keygen`), 32 bytes as hex. Written only with
 # `config push` over USB: not in SETTABLE, so no MQTT command can change who may update a node.
 _OTA = (("pubkey", "hex", None, 64, 64), ("trial_s", "int", 120, 10, 3600))
 _TOP = (("node_id", "id", REQ, 1, 32), ("board", "str", REQ, 1, 32), ("site", _SITE, {}, 0, 0),
-        ("wifi", _WIFI, None, 0, 0), ("mqtt", _MQTT, REQ, 0, 0), ("interval_s", "interval", 60, 1, 86400),
-        ("alarm_interval_s", "interval", 10, 1, 86400), ("outbox_kb", "int", 64, 4, 4096),
+        ("wifi", _WIFI, None, 0, 0), ("mqtt", _MQTT, REQ, 0, 0), _rule("interval_s", 60),
+        _rule("alarm_interval_s", 10), ("outbox_kb", "int", 64, 4, 4096),
         ("power", _POWER, {}, 0, 0), ("ota", _OTA, {}, 0, 0), ("safe_pin", "pin_in", None, 0, 0), ("ntp_host", "host", "pool.ntp.org", 1, 253),
         ("sensors", "sensors", [], 0, 16), ("alarms", "alarms", {}, 0, MAX_ALARMS))
 
-SECRETS = (("wifi", "password"), ("mqtt", "password"))
-MASK = "***"
-# Keys the `set` command may change (dotted paths); everything else needs a config push.
-SETTABLE = {"interval_s": "num", "alarm_interval_s": "num", "mqtt.keepalive_s": "int", "site.name": "str"}
 
 
 class ConfigError(ValueError):
     def __init__(self, path, msg):
         super().__init__("%s: %s" % (path, msg) if path else msg)
         self.path = path
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v):
-    return (_is_int(v) or isinstance(v, float)) and v == v and v not in (float("inf"), float("-inf"))
-
-
-def _text_ok(s):
-    # Printable text: no C0/C1 control characters, no UTF-16 surrogate (invalid in UTF-8).
-    for c in s:
-        o = ord(c)
-        if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000:
-            return False
-    return True
 
 
 def _name_ok(s, extra):
@@ -307,40 +290,14 @@ def _tls(m):
                                       "or mqtt.pin_sha256, or set mqtt.tls_insecure: true to connect unverified")
 
 
-def masked(cfg):
-    """A copy with every secret replaced by MASK (what get_config and `config show` print)."""
-    out = {}
-    for k in cfg:
-        v = cfg[k]
-        out[k] = masked(v) if isinstance(v, dict) else v
-    for sec, key in SECRETS:
-        if isinstance(out.get(sec), dict) and out[sec].get(key):
-            out[sec][key] = MASK
-    return out
-
-
 def set_key(cfg, key, value, board):
     """(new_cfg, validated) with one allow-listed dotted key changed in a copy of cfg; ConfigError
     if the key is not settable or the result is invalid. cfg itself is left as it was."""
-    if key not in SETTABLE:
-        raise ConfigError(key, "not a settable key (settable: %s)" % ", ".join(sorted(SETTABLE)))
-    if key in ("interval_s", "alarm_interval_s") and _is_num(value) and value < MIN_INTERVAL_S:
-        # Even on the sim board: a remote command never makes a node sample flat out.
-        raise ConfigError(key, "at least %d s" % MIN_INTERVAL_S)
-    new = {k: _copy(v) for k, v in cfg.items()}
-    d = new
-    parts = key.split(".")
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise ConfigError(key, "%s is not an object" % p)
-    d[parts[-1]] = value
+    why = check(key, value)
+    if why:
+        raise ConfigError(key, why)
+    try:
+        new = put(copy(cfg), key, value)
+    except ValueError as e:
+        raise ConfigError("", str(e))
     return new, validate(new, board)
-
-
-def _copy(v):
-    if isinstance(v, dict):
-        return {k: _copy(v[k]) for k in v}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v

@@ -29,7 +29,7 @@ _REPLY_WAIT_MS = const(10000)  # for a link that is down when a command's answer
 RETAINED = "retained commands are not obeyed"
 BUSY = "busy"
 # What a command loads and the inbox drops when it is done (config: `get_config`, `set`)
-_ON_DEMAND = ("commands", "cmdguard", "config")
+_ON_DEMAND = ("commands", "cmdguard", "cfgkeys", "config")
 
 
 def cmd_id(payload, size=None):

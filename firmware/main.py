@@ -169,7 +169,8 @@ def main():
             log("trial: this version refuses the config (%s); back to the previous one" % e)
             _reset()
         raw, cfg, profile = safe_mode(str(e))
-    unload("config")  # validated: the node runs without the validator's ~20 KB in RAM
+    unload("config")  # validated: the node runs without the validator's ~14 KB in RAM
+    unload("cfgkeys")  # what get_config and set need: loaded again for them
     import node
     hw = board.open(profile)
     pin = cfg.get("safe_pin", profile.get("safe_pin"))

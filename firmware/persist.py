@@ -19,6 +19,17 @@ def read_json(path, default=None):
         return default
 
 
+def read_bytes(path, most):
+    """The file's bytes, or None if it is missing or larger than `most` (never read whole)."""
+    try:
+        if os.stat(path)[6] > most:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def write_bytes(path, data):
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:

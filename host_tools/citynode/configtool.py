@@ -543,8 +543,8 @@ def push(dev, cfg, files=None):
     """Write the node's own files (its CA, client certificate: {name: text}) and then config.json,
     each whole. A config larger than the node may parse is refused before anything is written."""
     text = encode(cfg)
-    if len(text.encode()) > fw.config.MAX_BYTES:
-        raise CheckFailed("config.json: %d bytes, the node takes at most %d" % (len(text.encode()), fw.config.MAX_BYTES))
+    if len(text.encode()) > fw.cfgkeys.MAX_BYTES:
+        raise CheckFailed("config.json: %d bytes, the node takes at most %d" % (len(text.encode()), fw.cfgkeys.MAX_BYTES))
     for name in sorted(files or {}):
         put_file(dev, name, files[name])
     put_file(dev, PATH, text)
@@ -614,4 +614,4 @@ def node_config(dev):
 
 
 def masked(cfg):
-    return fw.config.masked(cfg)
+    return fw.cfgkeys.masked(cfg)

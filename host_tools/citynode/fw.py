@@ -11,6 +11,7 @@ import importlib.resources
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 _PKG = importlib.resources.files("citynode")
@@ -34,6 +35,9 @@ def version():
     return m.group(1) if m else "unknown"
 
 
+# config.py imports cfgkeys.py by that name, as on a node (one module, however loaded).
+cfgkeys = sys.modules.get("cfgkeys") or _load("cfgkeys", FIRMWARE / "cfgkeys.py")
+sys.modules.setdefault("cfgkeys", cfgkeys)
 config = _load("citynode_fw_config", FIRMWARE / "config.py")
 ConfigError = config.ConfigError
 

@@ -26,7 +26,7 @@ RETAINED_MAX_S = 3.0
 def settable():
     """The keys `set` may change, as the firmware's validator allows them (name -> kind)."""
     from . import fw
-    return dict(fw.config.SETTABLE)
+    return dict(fw.cfgkeys.SETTABLE)
 
 
 def parse_value(text):
