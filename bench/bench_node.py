@@ -307,8 +307,8 @@ def report_esp32(rows, costs, sleep):
           "node's modules as .mpy from the filesystem, as `citynode deploy` puts them there. Both freeze "
           "the sim board's simulated peripherals, which stand in for what a board has in ROM. A run counts "
           "only with 0 sensor errors (a sensor's MemoryError is one), 0 readings undelivered and every "
-          "command answered ok (one every 5 cycles, ping, set and get_config in turn: from files the node loads "
-          "its command code for it); "
+          "command answered ok (one every 5 cycles, ping, set and get_config in turn, a set no more often than "
+          "the node's guard lets them run: from files the node loads its command code for it); "
           "the node publishes to Mosquitto while it cycles.\n")
     print("| build | node | smallest heap, %d clean cycles | code in the heap | interpreter | node data, connected "
           "| %s cycles at the goal's heap | goal |" % (SHORT_CYCLES, "{:,}".format(LONG_CYCLES)))

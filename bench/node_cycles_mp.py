@@ -10,10 +10,13 @@ import time
 
 
 CMD_EVERY = 5   # cycles between two commands (argv[5]; 0: none)
-# What an operator or a crew sends, in turn: `set` writes config.json (interval_s, which the
-# harness does not wait on), and from files each loads the node's command code.
-CMDS = (b'{"id":"b-%d","cmd":"ping"}', b'{"id":"b-%d","cmd":"set","args":{"key":"interval_s","value":60}}',
-        b'{"id":"b-%d","cmd":"get_config"}')
+# What an operator or a crew sends, in turn: `set` writes config.json (site.name, to the name it
+# has: later runs start from the same config), and from files each loads the node's command code. A `set` comes
+# no more often than the node's guard lets them run (cmdguard: 5 at once, then one per 12 s);
+# when it would, a ping is sent in its place.
+CMDS = ('{"id":"b-%d","cmd":"ping"}', '{"id":"b-%d","cmd":"set","args":{"key":"site.name","value":%s}}',
+        '{"id":"b-%d","cmd":"get_config"}')
+SET_BURST, SET_EVERY_MS = 4, 13000
 
 
 class GcProbe:
@@ -139,6 +142,7 @@ async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
     # `config show`: the node loads its command code for it and drops it after; every one must
     # be answered ok.
     cmds = [0, 0]   # sent, answered ok
+    sets = [0, 0]   # sent, ticks of the last
     reply = n.commands.reply
 
     async def counted(payload):
@@ -166,7 +170,14 @@ async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
     t0 = time.ticks_ms()
     for i in range(cycles):
         if every and i % every == every - 1:
-            p = CMDS[cmds[0] % len(CMDS)] % i
+            k = cmds[0] % len(CMDS)
+            if k == 1:
+                if sets[0] >= SET_BURST and time.ticks_diff(time.ticks_ms(), sets[1]) < SET_EVERY_MS:
+                    k = 0
+                else:
+                    sets[0] += 1
+                    sets[1] = time.ticks_ms()
+            p = (CMDS[k] % ((i, json.dumps(n.cfg["site"]["name"])) if k == 1 else i)).encode()
             n._on_message(n.t_cmd, p, len(p))
             cmds[0] += 1
         r = await n.cycle()
@@ -184,7 +195,7 @@ async def main(host, port, cycles, threshold=0, every=CMD_EVERY):
                       "base_alloc": base, "standing_alloc": standing,
                       "start_alloc": start, "code_alloc": code, "mem_total": gc.mem_alloc() + gc.mem_free(),
                       "bytes_per_msg": sizes[0] / sizes[1], "undelivered": n.pending(),
-                      "commands": cmds[0], "commands_ok": cmds[1],
+                      "commands": cmds[0], "commands_ok": cmds[1], "sets": sets[0],
                       "errors": errors, "values": sorted(r["values"])}))
 
 

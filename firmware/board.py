@@ -63,7 +63,9 @@ def load(path="config.json"):
     data = persist.read_bytes(path, MAX_BYTES)
     if data is None:
         raise ValueError("%s: missing" % path)
+    crc = crc32(data)
     raw = json.loads(data)
+    data = None   # not kept while it is validated
     if not isinstance(raw, dict):
         raise ValueError("%s: not a JSON object" % path)
     name = raw.get("board")
@@ -71,7 +73,7 @@ def load(path="config.json"):
     if prof is None:
         raise ValueError("board: no profile boards/%s.json on this node" % name)
     cfg = config.validate(raw, prof)
-    CRC = crc32(data)
+    CRC = crc
     return raw, cfg, prof
 
 

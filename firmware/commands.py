@@ -61,9 +61,11 @@ def _set(n, key, value):
     data = persist.read_bytes(path, cfgkeys.MAX_BYTES)
     if data is None:
         raise CommandError("%s: missing or over %d bytes" % (path, cfgkeys.MAX_BYTES))
+    known = board.CRC is not None and crc32(data) == board.CRC
     raw = json.loads(data)
+    data = None   # not kept while the config is checked and the new bytes are made
     cfg = None
-    if board.CRC is not None and crc32(data) == board.CRC:
+    if known:
         why = cfgkeys.check(key, value)
         if why:
             raise CommandError("%s: %s" % (key, why) if key else why)   # config.ConfigError's form
@@ -71,14 +73,19 @@ def _set(n, key, value):
     else:
         import config
         raw, cfg = config.set_key(raw, key, value, board.profile(n.cfg["board"], path[:path.rfind("/") + 1]))
-    data = None   # not kept while the new bytes are made
     data = json.dumps(raw).encode()
     if len(data) > cfgkeys.MAX_BYTES:   # the next boot would refuse it: safe mode
         raise CommandError("%s would be %d bytes, at most %d" % (path, len(data), cfgkeys.MAX_BYTES))
+    crc = crc32(data)
+    # Until the running config follows the file, no file is known: if anything fails between
+    # (MemoryError), the next `set` validates the file whole and replaces n.cfg.
+    board.CRC = None
     persist.write_bytes(path, data)
-    board.CRC = crc32(data)
-    # Written: the running config follows (in place; nothing can fail once the file is written).
-    return cfg or cfgkeys.put(n.cfg, key, value)
+    if cfg is None:
+        cfgkeys.put(n.cfg, key, value)
+    else:
+        n.cfg = cfg
+    board.CRC = crc
 
 
 async def serve(box):
@@ -140,7 +147,7 @@ async def run(box, cmd, args):
         key, value = args.get("key"), args.get("value")
         if not isinstance(key, str) or "value" not in args:
             raise CommandError("set needs args {\"key\": ..., \"value\": ...}")
-        n.cfg = _set(n, key, value)
+        _set(n, key, value)
         n.wake()
         return {"key": key, "value": value}, None
     if cmd == "reboot":

@@ -52,7 +52,8 @@ class Node:
     def __init__(self, cfg, hw, boot, reset, outbox=None, wifi=None, clock=None, log=None,
                  cfg_path="config.json", broker=None, trial=False):
         # Neither the config as written nor the board profile is kept (about 10 KB on the unix
-        # port): `set`, the one command that needs them, reads both from flash.
+        # port): `set`, the one command that needs them, reads config.json from flash (and the
+        # profile too when the file must be validated whole: commands.py).
         self.cfg = cfg
         self.cfg_path = cfg_path
         self.hw = hw

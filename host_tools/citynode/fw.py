@@ -35,10 +35,21 @@ def version():
     return m.group(1) if m else "unknown"
 
 
-# config.py imports cfgkeys.py by that name, as on a node (one module, however loaded).
-cfgkeys = sys.modules.get("cfgkeys") or _load("cfgkeys", FIRMWARE / "cfgkeys.py")
-sys.modules.setdefault("cfgkeys", cfgkeys)
-config = _load("citynode_fw_config", FIRMWARE / "config.py")
+def _load_config():
+    # config.py imports cfgkeys.py by that name, as on a node: the name is ours only while it loads.
+    keys = _load("citynode_fw_cfgkeys", FIRMWARE / "cfgkeys.py")
+    saved = sys.modules.get("cfgkeys")
+    sys.modules["cfgkeys"] = keys
+    try:
+        return keys, _load("citynode_fw_config", FIRMWARE / "config.py")
+    finally:
+        if saved is None:
+            del sys.modules["cfgkeys"]
+        else:
+            sys.modules["cfgkeys"] = saved
+
+
+cfgkeys, config = _load_config()
 ConfigError = config.ConfigError
 
 
