@@ -86,14 +86,14 @@ def put(d, key, value):
 
 
 def masked(cfg):
-    """A copy with every secret replaced by MASK (what get_config and `config show` print)."""
-    out = {}
-    for k in cfg:
-        v = cfg[k]
-        out[k] = masked(v) if isinstance(v, dict) else v
+    """A copy with every secret replaced by MASK (what get_config and `config show` print). Only
+    the objects that hold a secret are copied: the rest is shared with cfg, so change neither."""
+    out = dict(cfg)
     for sec, key in SECRETS:
-        if isinstance(out.get(sec), dict) and out[sec].get(key):
-            out[sec][key] = MASK
+        d = out.get(sec)
+        if isinstance(d, dict) and d.get(key):
+            d = out[sec] = dict(d)
+            d[key] = MASK
     return out
 
 

@@ -185,7 +185,7 @@ class MQTTClient:
         self._ib = bytearray(max(max_payload, 128))
         self._imv = memoryview(self._ib)
         self._p = self._e = self._t = self._n = 0
-        self._ob = bytearray(max_payload + 80)  # grows once if a publish needs more
+        self._ob = bytearray(max_payload + 80)  # a larger publish gets a buffer of its own (_stage)
         self._omv = memoryview(self._ob)
         self._pa = bytearray(4)
         self._pa[0], self._pa[1] = _PUBACK, 2
@@ -312,12 +312,15 @@ class MQTTClient:
         """A PUBLISH in _ob, header and payload together: as two writes, Nagle's algorithm would
         hold the payload until the broker's delayed ACK of the header, ~40 ms per publish."""
         n = len(topic) + len(payload) + 9  # fixed header 5, topic length 2, packet id 2
-        if n > len(self._ob):
-            self._ob = bytearray(n)
-            self._omv = memoryview(self._ob)
-        n = put_publish(self._ob, topic, len(payload), qos, retain, dup, pid)
-        self._ob[n:n + len(payload)] = payload
-        return self._omv[:n + len(payload)]
+        b, mv = self._ob, self._omv
+        if n > len(b):
+            # Larger than max_payload (a get_config reply): a buffer of its own, free once sent,
+            # rather than _ob grown for good.
+            b = bytearray(n)
+            mv = memoryview(b)
+        n = put_publish(b, topic, len(payload), qos, retain, dup, pid)
+        b[n:n + len(payload)] = payload
+        return mv[:n + len(payload)]
 
     def _slot(self):
         """A free in-flight slot with a fresh packet id, or -1."""

@@ -229,6 +229,20 @@ async def test_publish_remaining_length_edges():
     await c.disconnect()
 
 
+async def test_a_publish_larger_than_the_output_buffer_does_not_keep_a_larger_one():
+    # A get_config reply can pass max_payload: it is put together in a buffer of its own, and
+    # the client's standing output buffer stays the size it was made.
+    c, s = await up(max_payload=64)
+    ob = c._ob
+    size = len(ob)
+    for plen in (size - 9, size + 300):
+        payload = bytes(plen)
+        await c.publish("t", payload)
+        assert s.take()[-plen:] == payload
+    assert c._ob is ob and len(c._ob) == size
+    await c.disconnect()
+
+
 async def test_receive_remaining_length_edges():
     got = []
     c, s = await up(max_payload=16384)
