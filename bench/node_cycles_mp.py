@@ -8,7 +8,6 @@ import sys
 import time
 
 
-
 CMD_EVERY = 5   # cycles between two commands (argv[5]; 0: none)
 # What an operator or a crew sends, in turn: `set` writes config.json (site.name, to the name it
 # has: later runs start from the same config), and from files each loads the node's command code. A `set` comes

@@ -54,15 +54,13 @@ def load(path="config.json"):
 
     import config
     from cfgkeys import MAX_BYTES
-    try:
-        size = os.stat(path)[6]
-    except OSError:
-        raise ValueError("%s: missing" % path)
-    if size > MAX_BYTES:  # refused before json.loads could run the heap out (MemoryError)
-        raise ValueError("%s: %d bytes, at most %d" % (path, size, MAX_BYTES))
-    data = persist.read_bytes(path, MAX_BYTES)
+    data = persist.read_bytes(path, MAX_BYTES)   # a larger one is never read (MemoryError)
     if data is None:
-        raise ValueError("%s: missing" % path)
+        try:
+            size = os.stat(path)[6]
+        except OSError:
+            raise ValueError("%s: missing" % path)
+        raise ValueError("%s: %d bytes, at most %d" % (path, size, MAX_BYTES))
     crc = crc32(data)
     raw = json.loads(data)
     data = None   # not kept while it is validated

@@ -141,9 +141,10 @@ def safe_mode(err):
             err = str(e)
 
 
-def unload(name):
+def unload(*names):
     import gc
-    sys.modules.pop(name, None)
+    for name in names:
+        sys.modules.pop(name, None)
     gc.collect()
 
 
@@ -169,8 +170,9 @@ def main():
             log("trial: this version refuses the config (%s); back to the previous one" % e)
             _reset()
         raw, cfg, profile = safe_mode(str(e))
-    unload("config")  # validated: the node runs without the validator's ~14 KB in RAM
-    unload("cfgkeys")  # what get_config and set need: loaded again for them
+    # validated: the node runs without the validator's ~14 KB in RAM, nor cfgkeys (what
+    # get_config and set need: loaded again for them)
+    unload("config", "cfgkeys")
     import node
     hw = board.open(profile)
     pin = cfg.get("safe_pin", profile.get("safe_pin"))

@@ -9,6 +9,7 @@ publisher (outbox -> broker, oldest first, QoS 1), the commander and the watchdo
 """
 import asyncio
 import gc
+import sys
 import time
 
 import drivers
@@ -32,12 +33,6 @@ _SENSOR_CAP_MS = const(15000)  # safety net over every driver's own documented b
 _SYNC_MS = const(3000)   # a deep-sleep wake waits this long for a first clock (NTP) before reading
 _KIND_T = const(0x74)    # b"t": a telemetry record in the outbox
 _KIND_E = const(0x65)    # b"e": an event record
-
-
-def _drop(name):
-    import sys
-    sys.modules.pop(name, None)
-    gc.collect()
 
 
 def alarm_event_name(quantity, high):
@@ -348,7 +343,8 @@ class Node:
         import nodeboot   # what runs once per boot: loaded, run and dropped
         nodeboot.reports(self)
         del nodeboot
-        _drop("nodeboot")
+        sys.modules.pop("nodeboot", None)
+        gc.collect()
         now = time.ticks_ms()
         for name in ("sampler", "publisher", "commands"):
             self.beats[name] = now

@@ -494,7 +494,7 @@ async def test_reboot_and_set_are_rate_limited():
 
 
 async def test_commands_are_dropped_when_answered_and_a_repeat_is_still_known():
-    # The inbox loads commands.py and cmdguard.py for a command and drops them (and config,
+    # The inbox loads commands.py and cmdguard.py for a command and drops them (and cfgkeys,
     # which get_config loads) once it is answered; the guard's memory stays with the inbox, so
     # the same id after the drop gets the first answer, not a second run.
     import sys
@@ -504,7 +504,7 @@ async def test_commands_are_dropped_when_answered_and_a_repeat_is_still_known():
     first = await _answers(n, [(_cmd("s-1", "sample"), False), (_cmd("g-1", "get_config"), False)], 2)
     sys.modules.pop("config", None)   # _answers puts it back for the other tests
     assert [r["id"] for r in first] == ["s-1", "g-1"] and first[0]["ok"], first
-    assert not [m for m in ("commands", "cmdguard", "config") if m in sys.modules]
+    assert not [m for m in ("commands", "cmdguard", "cfgkeys", "config") if m in sys.modules]
     again = await _answers(n, [(_cmd("s-1", "sample"), False)], 1)
     assert again == first[:1] and n.seq == 1, (again, n.seq)   # answered as before, not sampled again
 
