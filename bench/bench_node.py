@@ -78,19 +78,28 @@ def romfs_cost(d):
     return out["rom"], out["fs"], (src.parent / "rom.img").stat().st_size
 
 
-def run(d, broker, heap, cycles, threshold=0, exe=MP, every=CMD_EVERY):
+def run(d, broker, heap, cycles, threshold=0, exe=MP, every=CMD_EVERY, idf=0):
     """The harness for `cycles` cycles: its JSON figures, or None and the error's last line.
-    every: cycles between two commands (ping, set, get_config in turn), 0 for none."""
+    every: cycles between two commands (ping, set, get_config in turn), 0 for none.
+    idf: on the virtual ESP32, the bytes of ESP-IDF heap its GC heap may grow into, as a board's
+    does (tools/idfheap/); the figures then say what it took: idf_taken bytes in idf_areas areas."""
     shutil.rmtree(d / "outbox.d", ignore_errors=True)
+    log = d / "idf.log"
+    log.unlink(missing_ok=True)
+    env = dict(os.environ, CITYNODE_IDF_HEAP=str(idf), CITYNODE_IDF_LOG=str(log))
     try:
         p = subprocess.run([str(exe), "-X", "heapsize=%s" % heap, "-m", "node_cycles_mp", broker.host, str(broker.port),
                             str(cycles), str(threshold), str(every)], cwd=str(d), capture_output=True, text=True,
-                           timeout=120 + cycles * 2)
+                           timeout=120 + cycles * 2, env=env)
     except subprocess.TimeoutExpired:
         return None, ["timed out"]
     if p.returncode != 0:
         return None, (p.stdout + p.stderr).strip().splitlines()[-1:]
-    return json.loads(p.stdout.strip().splitlines()[-1]), None
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    grown = log.read_text().split() if log.exists() else []   # "+BYTES LEFT" / "-BYTES LEFT"
+    r["idf_areas"] = sum(1 for w in grown[::2] if w[0] == "+")
+    r["idf_taken"] = sum(int(w) for w in grown[::2])
+    return r, None
 
 
 def main():

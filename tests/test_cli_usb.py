@@ -55,7 +55,7 @@ def test_help_lists_the_usb_commands():
     for name in ("ports", "deploy", "config", "sim"):
         assert name in r.output
     r = cli(["sim", "--help"])
-    for opt in ("--flash", "--broker", "--config", "--scenario", "--serial", "--baud", "--nodes", "--heapsize", "--empty"):
+    for opt in ("--flash", "--broker", "--config", "--scenario", "--serial", "--baud", "--nodes", "--heapsize", "--idf-heap", "--empty"):
         assert opt in r.output
 
 
@@ -122,11 +122,17 @@ def test_a_node_that_does_not_answer(tmp_path):
         os.close(slave)
 
 
-def test_sim_arguments():
+def test_sim_arguments(monkeypatch):
+    monkeypatch.delenv("CITYNODE_MICROPYTHON", raising=False)
     r = cli(["sim", "--flash", "/tmp/x", "--broker", "nope"])
     assert r.exit_code == 2 and "expected HOST:PORT" in r.output
     r = cli(["sim", "--flash", "/tmp/x", "--heapsize", "lots"])
     assert r.exit_code == 2 and "expected a size" in r.output
+    r = cli(["sim", "--flash", "/tmp/x", "--idf-heap", "1M"])
+    assert r.exit_code == 2 and "expected a size such as 64k" in r.output
+    # the venv's unix port has no ESP-IDF heap to grow into: said, not ignored
+    r = cli(["sim", "--flash", "/tmp/x", "--idf-heap", "64k"])
+    assert r.exit_code == 2 and "only the virtual ESP32 grows its heap" in r.output
     r = cli(["sim"])
     assert r.exit_code == 2 and "--flash" in r.output
     r = cli(["deploy", "--src", "/", "-p", "/dev/null"])

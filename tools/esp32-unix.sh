@@ -3,6 +3,8 @@
 # an ESP32's, in two builds under build/esp32-unix/:
 #   micropython-frozen  the firmware frozen in through firmware/manifest.py (a frozen image's node)
 #   micropython-plain   asyncio frozen only, as a stock ESP32 image (the node's .mpy from files)
+# Both grow their GC heap as an ESP32's does (MICROPY_GC_SPLIT_HEAP_AUTO), into an emulated
+# ESP-IDF heap of CITYNODE_IDF_HEAP bytes (tools/idfheap/; unset: none, the heap never grows).
 # Both also freeze the simulated peripherals (simhw*.py): they stand in for what a board has in
 # its ROM (machine.Pin, UART, I2C, ADC are C in an ESP32's flash), so they take no more of the
 # heap than a board's do. The firmware's manifest never freezes them: a board's image has none.
@@ -161,30 +163,39 @@ sim_modules() {
 
 stamp_of() {  # the inputs of one build, hashed
   { echo "$srcid"; cat "$0"; cat "$2"
-    cat "$simdir"/simhw*.py
+    cat "$simdir"/simhw*.py "$ROOT"/tools/idfheap/*
     if [ "$1" = frozen ]; then
       find "$ROOT/firmware" -name '*.py' -not -path '*/__pycache__/*' | sort | xargs sha256sum
     fi; } | sha256sum | cut -c1-16
 }
 
+# An ESP32's heap growth (ports/esp32: MICROPY_GC_SPLIT_HEAP_AUTO), into tools/idfheap/'s budget
+# (gc.c does arithmetic on a void * there, a GNU extension the unix port warns about)
+GROWTH="-DMICROPY_GC_SPLIT_HEAP=1 -DMICROPY_GC_SPLIT_HEAP_AUTO=1 -Wno-pointer-arith -include $ROOT/tools/idfheap/idfheap.h"
+
 build() {  # build NAME MANIFEST
-  local name=$1 manifest=$2 bdir=$OUT/build-$1 stamp
+  local name=$1 manifest=$2 bdir=$OUT/build-$1 stamp cfg
   stamp=$(stamp_of "$1" "$2")
   if [ -x "$OUT/micropython-$name" ] && [ "$(cat "$bdir.stamp" 2>/dev/null)" = "$stamp" ]; then
     return
   fi
   echo "esp32-unix: building the 32-bit unix port ($name) from $MPY" >&2
+  # make does not see a change of flags or of the force-included header: then from scratch
+  cfg=$({ echo "$srcid"; cat "$0" "$ROOT"/tools/idfheap/*; } | sha256sum | cut -c1-16)
+  [ "$(cat "$bdir.cfg" 2>/dev/null)" = "$cfg" ] || rm -rf "$bdir" "$bdir.cfg"
   make -s -C "$MPY/mpy-cross" -j"$JOBS" BUILD="$OUT/mpy-cross" >"$OUT/build-$name.log" 2>&1 \
     || { tail -20 "$OUT/build-$name.log" >&2; echo "esp32-unix: mpy-cross build failed (log: $OUT/build-$name.log)" >&2; exit 1; }
   make -C "$MPY/ports/unix" -j"$JOBS" VARIANT=standard BUILD="$bdir" \
     MICROPY_MPYCROSS="$OUT/mpy-cross/mpy-cross" \
-    CFLAGS_EXTRA="-m32 -DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT" LDFLAGS_EXTRA=-m32 \
+    CFLAGS_EXTRA="-m32 -DMICROPY_FLOAT_IMPL=MICROPY_FLOAT_IMPL_FLOAT $GROWTH" LDFLAGS_EXTRA=-m32 \
+    USER_C_MODULES="$ROOT/tools/idfheap" \
     MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_PY_SSL=0 MICROPY_SSL_MBEDTLS=0 \
     MPY_LIB_DIR="$OUT/empty-lib" FROZEN_MANIFEST="$manifest" >>"$OUT/build-$name.log" 2>&1 \
     || { tail -20 "$OUT/build-$name.log" >&2; echo "esp32-unix: build failed (log: $OUT/build-$name.log)" >&2; exit 1; }
   cp "$bdir/micropython" "$OUT/micropython-$name.tmp"
   mv "$OUT/micropython-$name.tmp" "$OUT/micropython-$name"
   echo "$stamp" > "$bdir.stamp"
+  echo "$cfg" > "$bdir.cfg"
 }
 
 build frozen "$OUT/frozen-manifest.py"

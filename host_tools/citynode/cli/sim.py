@@ -33,12 +33,15 @@ def _file_error(e, flash):
 @click.option("--nodes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Start N nodes on FLASH/node-1 .. FLASH/node-N.")
 @click.option("--heapsize", metavar="SIZE", help="MicroPython heap, e.g. 120k (default: the unix port's; an ESP32's 56k on the virtual ESP32).")
+@click.option("--idf-heap", metavar="SIZE",
+              help="On the virtual ESP32: ESP-IDF heap its GC heap may grow into when full, as a board's "
+                   "does, e.g. 64k (default: none; the heap never grows).")
 @click.option("--empty", is_flag=True, help="Do not install the firmware on an empty flash.")
 @click.option("--chip", type=click.Choice(["ESP32", "ESP32-S3"]), default="ESP32", show_default=True,
               help="What the node's ROM loader tells esptool it is (--serial).")
 @json_option
 @click.pass_obj
-def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, empty, chip):
+def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, idf_heap, empty, chip):
     """Run the firmware on a virtual node (the MicroPython unix port).
 
     \b
@@ -48,9 +51,20 @@ def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, emp
     from .. import sim as simlib
     if heapsize and not re.fullmatch(r"\d+[kKmM]?", heapsize):
         raise click.BadParameter("expected a size such as 120k or 2M", param_hint="--heapsize")
+    env = None
+    if idf_heap:
+        from .. import vesp32
+        from ..sim.bootstrap import micropython
+        if not re.fullmatch(r"\d+[kK]?", idf_heap):
+            raise click.BadParameter("expected a size such as 64k", param_hint="--idf-heap")
+        if vesp32.default_heap(micropython()) is None:
+            raise click.BadParameter("only the virtual ESP32 grows its heap (CITYNODE_MICROPYTHON="
+                                     "build/esp32-unix/micropython-plain, after make esp32-unix)",
+                                     param_hint="--idf-heap")
+        env = {"CITYNODE_IDF_HEAP": idf_heap}
     try:
         fleet = simlib.fleet(flash, nodes, config=config, broker=broker, scenario=scenario,
-                             serial=serial, baud=baud, heapsize=heapsize, empty=empty, chip=chip)
+                             serial=serial, baud=baud, heapsize=heapsize, empty=empty, chip=chip, env=env)
     except ValueError as e:       # the config is not JSON
         raise CitynodeError("%s: %s" % (config, e), 1)
     except OSError as e:
