@@ -48,7 +48,9 @@ def flash_dir(tmp, cfg=None, exe=MP, name="flash"):
         if py.relative_to(d).as_posix() in frozen:
             py.unlink()
         elif py.name != "main.py":
-            subprocess.run([MPY_CROSS, *MPY_OPTS, "-o", str(py.with_suffix(".mpy")), str(py)], check=True, cwd=str(py.parent))
+            # -s: the source's name on the node, as deploy gives it (a qstr in the heap, for tracebacks)
+            subprocess.run([MPY_CROSS, *MPY_OPTS, "-o", str(py.with_suffix(".mpy")), "-s", py.relative_to(d).as_posix(),
+                            str(py)], check=True, cwd=str(py.parent))
             py.unlink()
     for sub in d.iterdir():
         # an empty drivers/ would be imported in place of the frozen package (a namespace package)
