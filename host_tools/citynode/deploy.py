@@ -318,7 +318,7 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
     file_bytes, micropython, platform, mpy, dry_run, reset, seconds."""
     import time
     t0 = time.monotonic()
-    dev.state = "old firmware, unchanged"
+    dev.holds("firmware", "old firmware, unchanged")
     guess = None if source or _needs_arch(root) else build(HOST_ABI, root=root)
     src = sources(root)
     keep_boot = "boot.py" not in src
@@ -376,9 +376,9 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
                     # the renames: either all of them or none (a Ctrl-C waits for them)
                     with whole():
                         dev.exec(c)
-                        dev.state = "new firmware in place"
+                        dev.holds("firmware", "new firmware in place")
                 else:
-                    dev.state = PARTLY
+                    dev.holds("firmware", PARTLY)
                     dev.exec(c)
                 done += len(c)
                 if progress:

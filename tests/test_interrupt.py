@@ -1,0 +1,174 @@
+"""Ctrl-C in the commands that change a node, at chosen steps: the command exits 130, the node is
+left running, and its one line says what the node holds in that window (docs/contract.md).
+
+The interrupt is the real one: the test process signals itself (SIGINT) at the step the test
+chooses, from a wrapper around Device.exec or a step of the command, so the window is exact and
+no test waits for a moment to strike. A signal sent from a worker thread (provision, ota push)
+reaches the main thread, as a technician's Ctrl-C does."""
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from citynode import fieldtest, provision, transport
+from citynode.cli import main
+from citynode.sim import SimNode
+from citynode.sim import rom as simrom
+from helpers import wait_for
+from test_field import Sim, node_config
+from test_provision import start_fleet, stop
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ctrl_c():
+    """The technician's Ctrl-C. From a worker thread: returns once the main thread has taken it."""
+    os.kill(os.getpid(), signal.SIGINT)   # in the main thread: KeyboardInterrupt here, or deferred
+    if threading.current_thread() is not threading.main_thread():
+        wait_for(transport.interrupted, 10, what="the main thread to take the Ctrl-C")
+
+
+def interrupt_lines(r):
+    assert r.exit_code == 130, r.output
+    return [ln for ln in r.stderr.splitlines() if ln.startswith("interrupted")]
+
+
+def at_exec(monkeypatch, when, before=False):
+    """Ctrl-C just before (or just after) the first Device.exec whose code satisfies when(code)."""
+    real = transport.Device.exec
+    hit = []
+
+    def exec_(self, code, timeout=None):
+        fire = not hit and when(code)
+        if fire:
+            hit.append(code)
+            if before:
+                ctrl_c()
+        out = real(self, code, timeout)
+        if fire and not before:
+            ctrl_c()
+        return out
+    monkeypatch.setattr(transport.Device, "exec", exec_)
+    return hit
+
+
+def writes(name):
+    return lambda code: "open(%r,'w')" % (name + ".tmp") in code
+
+
+def renames(name):
+    return lambda code: "os.rename(%r,%r)" % (name + ".tmp", name) in code
+
+
+# --- config push: before the write, between the write and the rename, after the rename ----------
+
+@pytest.fixture
+def node(tmp_path):
+    n = SimNode(tmp_path / "flash", serial=True, empty=True, register=False).start()
+    yield n
+    n.stop()
+
+
+@pytest.mark.parametrize("window", ["before the write", "written, not renamed", "during the rename",
+                                    "after the rename"])
+def test_ctrl_c_in_a_config_push_says_whether_the_new_config_is_in_place(tmp_path, node, monkeypatch, window):
+    flash = Path(node.flash)
+    (flash / "config.json").write_text('{"old": true}')
+    cfg = json.loads((EXAMPLES / "contract.json").read_text())
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(cfg))
+    when = writes("config.json") if window in ("before the write", "written, not renamed") else renames("config.json")
+    hit = at_exec(monkeypatch, when, before=window in ("before the write", "during the rename"))
+    r = cli("config", "push", p, "--port", node.port)
+    assert hit, "the window was never reached"
+    lines = interrupt_lines(r)
+    left = "; node back at work (soft reset)"
+    if window in ("before the write", "written, not renamed"):
+        assert lines == ["interrupted: %s: unchanged%s" % (node.port, left)], r.output
+        assert (flash / "config.json").read_text() == '{"old": true}'
+    else:   # a Ctrl-C waits for the rename: the new config is whole
+        assert lines == ["interrupted: %s: new config.json in place%s" % (node.port, left)], r.output
+        assert json.loads((flash / "config.json").read_text()) == cfg
+    assert not (flash / "config.json.tmp").exists()     # what the write left is removed
+
+
+# --- calibrate: the new calibration stored --------------------------------------------------------
+
+@pytest.fixture
+def fw_node(tmp_path, broker):
+    """A virtual node running the firmware, online on the test's broker."""
+    n = Sim(tmp_path, broker, node_config())
+    yield n
+    n.stop()
+
+
+def test_ctrl_c_after_a_calibration_is_stored_says_so(fw_node, monkeypatch):
+    node = fw_node
+    hit = at_exec(monkeypatch, renames("config.json"))
+    r = cli("calibrate", "water", "--port", node.port, "--reference-cm", 62.5, "--samples", 5)
+    assert hit
+    off = node.config()["sensors"][0]["offset_cm"]
+    assert interrupt_lines(r) == ["interrupted: %s: calibration stored: offset_cm = %s in config.json; "
+                                  "node back at work (soft reset)" % (node.port, off)], r.output
+
+
+# --- provision: the state carried across its steps --------------------------------------------------
+
+INVENTORY = """node_id,board,sensors,mqtt.host,mqtt.port,mqtt.prefix,interval_s
+prov-int,sim,water:a02yyuw:mount_height_cm=300; air:bme280,127.0.0.1,1,prov,60
+"""
+
+
+@pytest.mark.parametrize("window", ["flashed", "config written", "field test"])
+def test_ctrl_c_in_provision_says_what_its_steps_left_on_the_node(tmp_path, broker, monkeypatch, window):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    inv = tmp_path / "fleet.csv"
+    inv.write_text(INVENTORY)
+    proc, nodes = start_fleet(tmp_path, broker, 1)
+    (port, flash), = nodes
+    how = ["--skip-flash"]
+    try:
+        if window == "flashed":     # written through the virtual ROM loader, reset; nothing deployed
+            img = tmp_path / "mp.bin"
+            img.write_bytes(simrom.build_image("ESP32", version="v1.29.0"))
+            how = ["--firmware", img]
+            real, hit = provision.flash.flash, []
+
+            def flash_(*a, **kw):
+                r = real(*a, **kw)
+                hit.append(r)
+                ctrl_c()
+                return r
+            monkeypatch.setattr(provision.flash, "flash", flash_)
+        elif window == "config written":
+            hit = at_exec(monkeypatch, renames("config.json"))
+        else:   # the field test's first call to the node, from provision's worker thread
+            real, hit = fieldtest.probe, []
+
+            def probe(dev, *a, **kw):
+                hit.append(threading.current_thread() is not threading.main_thread())
+                ctrl_c()
+                return real(dev, *a, **kw)     # its call to the node stops the worker
+            monkeypatch.setattr(fieldtest, "probe", probe)
+        r = cli("provision", "--inventory", inv, "--ports", port, "--broker", broker.address,
+                "--samples", 2, "--src", tmp_path / "src", *how)
+        assert hit, "the window was never reached"
+        if window == "flashed":
+            assert interrupt_lines(r) == ["interrupted: %s: MicroPython v1.29.0 flashed; node running (reset after "
+                                          "the flash)" % port], r.output
+            assert not (flash / "config.json").exists()
+            return
+        # the factory node holds the firmware as sources; the deploy put it in place as .mpy
+        assert interrupt_lines(r) == ["interrupted: %s: new firmware in place, new config.json in place; "
+                                      "node back at work (soft reset)" % port], r.output
+        assert json.loads((flash / "config.json").read_text())["node_id"] == "prov-int"
+    finally:
+        stop(proc)
