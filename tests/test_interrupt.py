@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from citynode import fieldtest, provision, transport
+from citynode import deploy, fieldtest, provision, transport
 from citynode.cli import main
 from citynode.sim import SimNode
 from citynode.sim import rom as simrom
 from helpers import wait_for
+from simproc import SimProc, snapshot
 from test_field import Sim, node_config
 from test_provision import start_fleet, stop
 
@@ -118,6 +119,42 @@ def test_ctrl_c_after_a_calibration_is_stored_says_so(fw_node, monkeypatch):
     off = node.config()["sensors"][0]["offset_cm"]
     assert interrupt_lines(r) == ["interrupted: %s: calibration stored: offset_cm = %s in config.json; "
                                   "node back at work (soft reset)" % (node.port, off)], r.output
+
+
+# --- deploy onto a node that has no firmware ------------------------------------------------------
+
+@pytest.mark.parametrize("window", ["scanned", "partly sent"])
+def test_ctrl_c_in_a_first_deploy_says_there_is_no_firmware_yet(tmp_path, monkeypatch, window):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = snapshot(tmp_path / "src")
+    flash = tmp_path / "flash"
+    if window == "scanned":     # the node scanned, the transfer planned, nothing sent
+        real, hit = deploy.transfer_calls, []
+
+        def transfer_calls(*a):
+            if not hit:
+                hit.append(a)
+                ctrl_c()
+            return real(*a)
+        monkeypatch.setattr(deploy, "transfer_calls", transfer_calls)
+    else:                       # right after the first transfer call
+        hit = at_exec(monkeypatch, lambda code: "_a(" in code and "os.rename" not in code)
+    with SimProc(flash, "--empty") as sim_:
+        r = cli("deploy", "--port", sim_.port, "--src", src)
+        assert hit
+        lines = interrupt_lines(r)
+        tail = "; node soft-reset (nothing to run yet)"
+        if window == "scanned":
+            assert lines == ["interrupted: %s: no firmware installed yet%s" % (sim_.port, tail)], r.output
+            assert not list(flash.rglob("*.part"))
+        else:
+            assert lines == ["interrupted: %s: no firmware installed yet, new files partly written as .part: "
+                             "safe to re-run deploy%s" % (sim_.port, tail)], r.output
+            assert list(flash.rglob("*.part"))
+        assert not (flash / "main.py").exists()
+        r = cli("deploy", "--port", sim_.port, "--src", src)    # the next deploy finishes the job
+        assert r.exit_code == 0, r.output
+        assert (flash / "main.py").exists() and not list(flash.rglob("*.part"))
 
 
 # --- provision: the state carried across its steps --------------------------------------------------

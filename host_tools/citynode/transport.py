@@ -141,6 +141,7 @@ class Device:
         # Temporary files a write has put on the node and not yet renamed into place: an interrupt
         # removes them.
         self.leftovers = set()
+        self.runs = True    # False while the node has no firmware to run (deploy finds out)
 
     @property
     def state(self):
@@ -276,8 +277,8 @@ class Device:
         finally:
             _INT["busy"] = False
             _INT["deferred"] = False
-        left = "node back at work (soft reset)" if ok else \
-            "the node did not answer: reset it (citynode reset, or its EN button)"
+        left = "the node did not answer: reset it (citynode reset, or its EN button)" if not ok else \
+            "node back at work (soft reset)" if self.runs else "node soft-reset (nothing to run yet)"
         _INT["reports"].append((self.port, self.state, left))
 
     def hard_reset(self):
