@@ -7,6 +7,7 @@ no test waits for a moment to strike. A signal sent from a worker thread (provis
 reaches the main thread, as a technician's Ctrl-C does."""
 import json
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -14,11 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from citynode import deploy, fieldtest, provision, transport
+from citynode import deploy, fieldtest, ota, provision, transport
 from citynode.cli import main
 from citynode.sim import SimNode
 from citynode.sim import rom as simrom
-from helpers import wait_for
+from helpers import Sub, wait_for
+from nodeproc import VNode, sim_config
 from simproc import SimProc, snapshot
 from test_field import Sim, node_config
 from test_provision import start_fleet, stop
@@ -209,3 +211,88 @@ def test_ctrl_c_in_provision_says_what_its_steps_left_on_the_node(tmp_path, brok
         assert json.loads((flash / "config.json").read_text())["node_id"] == "prov-int"
     finally:
         stop(proc)
+
+
+# --- ota push ---------------------------------------------------------------------------------------
+
+NEW = "9.1.0"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ota")
+    pub = ota.keygen(d / "s")
+    ota.bundle(secrets=d / "s", out=d / "new.cnota", version=NEW)
+    return d, pub
+
+
+def at_push(monkeypatch, method, when):
+    """Ctrl-C from the push's worker thread when method's call satisfies when(push, *args); the
+    worker then waits until the main thread has cancelled the transfer, so nothing moves on."""
+    real = getattr(ota._Push, method)
+    hit = []
+
+    def wrapped(self, *a):
+        out = real(self, *a)
+        if not hit and when(self, *a):
+            hit.append(a)
+            ctrl_c()
+            assert self.cancel.wait(10)
+        return out
+    monkeypatch.setattr(ota._Push, method, wrapped)
+    return hit
+
+
+def at_progress(monkeypatch, phase):
+    """As at_push, at the push's progress event `phase` (the callback is the push's own)."""
+    real = ota._Push.__init__
+    hit = []
+
+    def init(self, *a, **kw):
+        real(self, *a, **kw)
+        shown = self.progress
+
+        def progress(node, ev):
+            shown(node, ev)
+            if not hit and ev["phase"] == phase:
+                hit.append(ev)
+                ctrl_c()
+                assert self.cancel.wait(10)
+        self.progress = progress
+    monkeypatch.setattr(ota._Push, "__init__", init)
+    return hit
+
+
+@pytest.mark.parametrize("window", ["partly sent", "handed over"])
+def test_ctrl_c_in_an_ota_push_says_what_the_node_runs(tmp_path, broker, keys, monkeypatch, window):
+    from citynode import __version__ as old
+    d, pub = keys
+    node = VNode(tmp_path, sim_config("ota-int", ota={"pubkey": pub}), broker).start()
+    try:
+        with Sub(broker, "city/ota-int/status") as sub:
+            sub.wait(lambda m: b'"online"' in m.payload, 30, "the node online")
+            if window == "partly sent":   # the node has acknowledged some chunks, not all
+                hit = at_push(monkeypatch, "_data", lambda p, off: p.acked and p.acked >= 8 * ota.CHUNK)
+            else:                         # the node said it switches: the progress event that follows
+                hit = at_progress(monkeypatch, "reboot")
+            r = cli("ota", "push", "ota-int", "--broker", broker.address, "--bundle", d / "new.cnota")
+            assert hit, "the window was never reached"
+            lines = interrupt_lines(r)
+            if window == "partly sent":
+                m = re.fullmatch(r"interrupted: ota-int: still runs %s; %s partly sent \(at least ([\d,]+) of ([\d,]+) B held\): "
+                                 r"the next push resumes" % (re.escape(old), re.escape(NEW)), lines[0] if lines else "")
+                assert m and len(lines) == 1, r.output
+                held, size = (int(x.replace(",", "")) for x in m.groups())
+                assert 8 * ota.CHUNK <= held < size == (d / "new.cnota").stat().st_size
+                # it kept running the old version, and a new push resumes and finishes
+                monkeypatch.undo()
+                res = ota.push(["ota-int"], broker.address, d / "new.cnota")["ota-int"]
+                assert (res.state, res.version) == ("ok", NEW), res.as_dict()
+            else:
+                assert lines == ["interrupted: ota-int: %s handed over: the node boots it on trial and rolls back "
+                                 "to %s by itself if it does not come up" % (NEW, old)], r.output
+                # and it does, without the push
+                wait_for(lambda: [x for x in sub.json("status") if x.get("fw") == NEW and x.get("trial") is False],
+                         30, what="the new version committed")
+    finally:
+        node.kill()

@@ -53,7 +53,7 @@ def interrupt_reports():
 
 
 def report_interrupt(name, held, left=""):
-    """Say what a node holds after the interrupt, for a node no Device talks to."""
+    """Say what a node holds after the interrupt, for a node no Device talks to (ota push)."""
     _INT["reports"].append((name, held, left))
 
 
