@@ -41,6 +41,7 @@ def ctrl_c():
 
 def interrupt_lines(r):
     assert r.exit_code == 130, r.output
+    assert not transport.interrupted()     # the next command in this process starts afresh
     return [ln for ln in r.stderr.splitlines() if ln.startswith("interrupted")]
 
 

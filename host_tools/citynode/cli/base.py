@@ -112,6 +112,7 @@ class Group(click.Group):
         except KeyboardInterrupt:
             lines = ["interrupted: %s: %s%s" % (port, state, "; " + left if left else "")
                      for port, state, left in transport.interrupt_reports()] or ["interrupted"]
+            transport.clear_interrupt()   # said: a caller in this process goes on afresh
             _json_error(ctx, "; ".join(lines), INTERRUPTED)
             for ln in lines:
                 click.echo(ln, err=True)
