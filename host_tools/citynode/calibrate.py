@@ -64,7 +64,7 @@ def _store(dev, raw, name, key, value):
         configtool.check(new)
     except CheckFailed as e:
         raise CheckFailed("%s = %s would not be a valid config (%s): nothing stored" % (key, value, e))
-    configtool.push(dev, new)
+    configtool.push(dev, new, words="calibration stored: %s = %s in config.json" % (key, value))
     return new
 
 

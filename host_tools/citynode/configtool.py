@@ -530,24 +530,33 @@ def encode(cfg):
     return json.dumps(cfg, indent=1, ensure_ascii=False) + "\n"
 
 
-def put_file(dev, path, text):
-    """Write a text file on the node whole: a temporary file, then a rename (relative paths)."""
-    out = dev.exec("import os\nwith open(%r,'w') as f:f.write(%r)\nos.rename(%r,%r)\nprint(os.stat(%r)[6])\n"
-                   % (path + ".tmp", text, path + ".tmp", path, path))
-    if out.strip() != str(len(text.encode())).encode():
-        raise CheckFailed("%s: %s on the node has %s bytes, expected %d" % (
-            dev.port, path, out.strip().decode(errors="replace"), len(text.encode())))
+def put_file(dev, path, text, words=None):
+    """Write a text file on the node whole: PATH.tmp, checked, then a rename (relative paths) that
+    a Ctrl-C waits for. From the rename on, the Device says the node holds `words` (by default
+    "new PATH in place"); an interrupt before it removes PATH.tmp and leaves PATH as it was."""
+    from .transport import whole
+    tmp, size = path + ".tmp", len(text.encode())
+    dev.leftovers.add(tmp)
+    out = dev.exec("import os\nwith open(%r,'w') as f:f.write(%r)\nprint(os.stat(%r)[6])\n" % (tmp, text, tmp))
+    if out.strip() != str(size).encode():
+        raise CheckFailed("%s: %s on the node has %s bytes, expected %d: %s unchanged" % (
+            dev.port, tmp, out.strip().decode(errors="replace"), size, path))
+    with whole():
+        dev.exec("import os\nos.rename(%r,%r)\n" % (tmp, path))
+        dev.leftovers.discard(tmp)
+        dev.holds(path, words or "new %s in place" % path)
 
 
-def push(dev, cfg, files=None):
+def push(dev, cfg, files=None, words=None):
     """Write the node's own files (its CA, client certificate: {name: text}) and then config.json,
-    each whole. A config larger than the node may parse is refused before anything is written."""
+    each whole. A config larger than the node may parse is refused before anything is written.
+    `words`: what the node holds once config.json is in place (put_file)."""
     text = encode(cfg)
     if len(text.encode()) > fw.cfgkeys.MAX_BYTES:
         raise CheckFailed("config.json: %d bytes, the node takes at most %d" % (len(text.encode()), fw.cfgkeys.MAX_BYTES))
     for name in sorted(files or {}):
         put_file(dev, name, files[name])
-    put_file(dev, PATH, text)
+    put_file(dev, PATH, text, words)
     return text
 
 

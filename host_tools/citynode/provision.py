@@ -53,6 +53,8 @@ def _one(port, node_id, cfg, files, opts, log):
     t0 = time.monotonic()
 
     def step(name, fn):
+        if transport.interrupted():     # a Ctrl-C reaches the main thread only: no further step
+            raise KeyboardInterrupt
         t = time.monotonic()
         try:
             note = fn()
@@ -71,6 +73,7 @@ def _one(port, node_id, cfg, files, opts, log):
         if opts["skip_flash"]:
             return "skipped (asked to)"
         r = flash.flash(port, opts["firmware"], erase=opts["erase"], redirect=False)
+        dev.holds("image", "MicroPython %s flashed%s" % (r["version"], " on an erased flash" if opts["erase"] else ""))
         return "%s at 0x%x, MicroPython %s" % (r["chip"], r["offset"], r["version"])
 
     dev = transport.Device(port, timeout=opts["timeout"])
@@ -105,8 +108,9 @@ def _one(port, node_id, cfg, files, opts, log):
         return "config.json written; %s; online after %.1f s" % (line, birth[0] - t)
 
     def do_test():
+        # its own Device, which says what the node holds after the steps before (an interrupt's line)
         rep = fieldtest.run(port, opts["samples"], opts["broker"], opts["user"], opts["password"], opts["tls"],
-                            online_s=opts["online_s"])
+                            online_s=opts["online_s"], held=dev.held)
         if opts["report_dir"]:
             rep["report"] = row["report"] = str(fieldtest.save_report(rep, opts["report_dir"]))
         row["test"] = rep
@@ -123,6 +127,9 @@ def _one(port, node_id, cfg, files, opts, log):
                 fieldtest.restart(dev)  # a failed step leaves the node running, not in the REPL
             except CitynodeError:
                 pass
+        if dev.t is None and dev.held and transport.interrupted():
+            # flashed, stopped before the deploy opened the port: the flasher's reset set it going
+            transport.report_interrupt(port, dev.state, "node running (reset after the flash)")
         dev.close()
     if usb_ok:
         step("test", do_test)

@@ -48,8 +48,13 @@ def clear_interrupt():
 
 
 def interrupt_reports():
-    """[(port, what the node was left with, True if it is back at work)] since the interrupt."""
+    """[(port or node, what the node holds, how it was left or "")] since the interrupt."""
     return list(_INT["reports"])
+
+
+def report_interrupt(name, held, left=""):
+    """Say what a node holds after the interrupt, for a node no Device talks to (ota push)."""
+    _INT["reports"].append((name, held, left))
 
 
 @contextlib.contextmanager
@@ -123,15 +128,29 @@ def _mpremote_package():
 class Device:
     """One open connection to a node. `timeout` bounds how long the node may stay silent."""
 
-    def __init__(self, port, timeout=5.0):
+    def __init__(self, port, timeout=5.0, held=None):
         if not port:
             raise Unreachable("no port given")
         self.port = port
         self.timeout = timeout
         self.t = None
         self.in_raw = False
-        # What the node holds if we stop now (deploy updates it as it goes).
-        self.state = "unchanged"
+        # What the node holds if we stop now, by what changed: whatever renames a file into place
+        # records it (holds()); `held` carries it over from an earlier Device on the same node.
+        self.held = dict(held or {})
+        # Temporary files a write has put on the node and not yet renamed into place: an interrupt
+        # removes them.
+        self.leftovers = set()
+        self.runs = True    # False while the node has no firmware to run (deploy finds out)
+
+    @property
+    def state(self):
+        """What the node holds, in words: "unchanged", "new firmware in place, new config.json in place"."""
+        return ", ".join(self.held.values()) or "unchanged"
+
+    def holds(self, what, words):
+        """The node now holds `words` as its `what` (the firmware, a file)."""
+        self.held[what] = words
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -204,6 +223,9 @@ class Device:
 
     def exec(self, code, timeout=None):
         """Run code on the node; its printed output (bytes)."""
+        if _INT["hit"] and threading.current_thread() is not threading.main_thread():
+            # A Ctrl-C reaches the main thread only: a worker (provision's) stops at its next call.
+            raise KeyboardInterrupt
         self.raw()
         with self._errors("running code on the node"):
             out, err = self.t.exec_raw(code, timeout=timeout or max(10, self.timeout))
@@ -241,6 +263,13 @@ class Device:
             self.in_raw = False
             self.timeout = min(self.timeout, 5.0)
             self.raw()
+            if self.leftovers:
+                try:
+                    t.exec_raw("import os\nfor n in %r:\n try:os.remove(n)\n except OSError:pass\n"
+                               % (tuple(sorted(self.leftovers)),), timeout=self.timeout)
+                    self.leftovers.clear()
+                except Exception:
+                    pass    # a temporary file left over is harmless: the next write replaces it
             self.soft_reset()
             ok = True
         except Exception:
@@ -248,7 +277,9 @@ class Device:
         finally:
             _INT["busy"] = False
             _INT["deferred"] = False
-        _INT["reports"].append((self.port, self.state, ok))
+        left = "the node did not answer: reset it (citynode reset, or its EN button)" if not ok else \
+            "node back at work (soft reset)" if self.runs else "node soft-reset (nothing to run yet)"
+        _INT["reports"].append((self.port, self.state, left))
 
     def hard_reset(self):
         """Reset the chip. A board through its auto-reset circuit (RTS drives EN low, DTR held

@@ -110,9 +110,9 @@ class Group(click.Group):
             _json_error(ctx, str(Fail(e).message), e.exit_code)
             raise Fail(e) from None
         except KeyboardInterrupt:
-            lines = ["interrupted: %s: %s; %s" % (port, state, "node back at work (soft reset)" if ok else
-                                                   "the node did not answer: reset it (citynode reset, or its EN button)")
-                     for port, state, ok in transport.interrupt_reports()] or ["interrupted"]
+            lines = ["interrupted: %s: %s%s" % (port, state, "; " + left if left else "")
+                     for port, state, left in transport.interrupt_reports()] or ["interrupted"]
+            transport.clear_interrupt()   # said: a caller in this process goes on afresh
             _json_error(ctx, "; ".join(lines), INTERRUPTED)
             for ln in lines:
                 click.echo(ln, err=True)
