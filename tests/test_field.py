@@ -138,6 +138,16 @@ def test_field_test_missing_pm_fails_with_reason_and_report(sim, broker, tmp_pat
     assert len(list(rdir.iterdir())) == 2
 
 
+def test_field_test_of_a_virtual_node_uses_the_broker_it_was_started_with(sim, broker):
+    # `citynode sim --broker` points the node at another broker than its config's (127.0.0.1:1):
+    # its field test checks that broker without being told again.
+    node = sim(node_config(sensors=[SENSORS[0]]))
+    r = cli("--json", "test", "--port", node.port, "--samples", 1)
+    rep = json.loads(r.stdout)
+    assert r.exit_code == 0, r.output
+    assert rep["broker"].endswith(broker.address) and rep["result"] == "PASS", rep
+
+
 def test_field_test_unreachable_broker_exit_3_leaves_node_running(sim, broker):
     node = sim()
     port = free_port()

@@ -11,6 +11,7 @@ the Wi-Fi link. Then the node is soft-reset so main.py runs again, and on the br
 as telemetry with the (boot, seq) the reply named.
 """
 import json
+import os
 import re
 import statistics
 import threading
@@ -286,6 +287,17 @@ def broker_checks(nob, t_reset, online_s=30.0, reply_s=30.0):
 
 # --- the whole test ----------------------------------------------------------------------------
 
+def sim_broker(port):
+    """The broker a running virtual node on `port` was started with (`citynode sim --broker`), or
+    None: not a virtual node, or one that uses its config's."""
+    from .sim.registry import running
+    try:
+        me = os.path.realpath(port)
+        return next((v.get("broker") for v in running() if os.path.realpath(v["port"]) == me), None)
+    except (OSError, TypeError, KeyError):
+        return None
+
+
 def run(port, samples=5, broker=None, user=None, password=None, tls=False, online_s=30.0, held=None):
     """The field test of the node on `port`; the report dict. Unreachable (exit 3) when the
     node or the broker cannot be reached; the checks' FAILs are in the report, not raised.
@@ -314,6 +326,8 @@ def run(port, samples=5, broker=None, user=None, password=None, tls=False, onlin
         checks.append({"check": "config", "result": PASS, "reason": None,
                        "detail": "%s on %s, %d sensors, broker %s:%d" % (cfg["node_id"], cfg["board"], len(cfg["sensors"]),
                                                                          m["host"], m["port"])})
+        # a virtual node started with --broker uses that broker, not its config's: so does its test
+        broker = broker or sim_broker(port)
         b = monitor.parse_broker(broker, user, password, tls) if broker else monitor.Broker(
             m["host"], m["port"], user, password, tls or m["tls"])
         rep["broker"] = str(b)

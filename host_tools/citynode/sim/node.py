@@ -180,7 +180,8 @@ class SimNode:
 
     def _register(self):
         self._reg = registry.register({"port": self.port, "flash": str(self.flash), "node_id": self.node_id,
-                                       "pid": os.getpid(), "baud": self.baud, "started": int(time.time())})
+                                       "pid": os.getpid(), "baud": self.baud, "started": int(time.time()),
+                                       "broker": self.broker})   # --broker: what the node uses in its config's stead
 
     def _cleanup(self):
         if self._reg:
