@@ -283,8 +283,6 @@ def config_diff(obj, file, no_reset, timeout):
       citynode config diff node.json --port /dev/ttyUSB0"""
     from .. import configtool
     new = configtool.apply_secrets(configtool.load_json(file))
-    if not isinstance(new, dict):
-        raise CheckFailed("%s: not a JSON object" % file)
     with _device(obj, timeout) as dev:
         old = configtool.node_config(dev)
         dev.leave() if no_reset else dev.soft_reset()
