@@ -6,8 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from citynode import remote
 from citynode.cli import main
-from helpers import Sub, wait_for
+from citynode.errors import BadInput
+from helpers import Listener, Sub, wait_for
 from nodeproc import VNode, sim_config
 
 
@@ -90,6 +92,44 @@ def test_cmd_all_tabulates_and_unreached_nodes_exit_3(nodes, broker):
 def test_cmd_usage_errors_send_nothing(args, msg):
     r = cli("cmd", *args, "--broker", "127.0.0.1:1")
     assert r.exit_code == 2 and msg in r.output, r.output
+
+
+ONLY = "only a-z, 0-9 and - are allowed"
+PREFIX_RULE = "a topic prefix takes a-z, 0-9, - _ and inner /"
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["+", "ping"], "node id '+': " + ONLY),
+    (["#", "ping"], "node id '#': " + ONLY),
+    (["BAD ID", "ping"], "node id 'BAD ID': " + ONLY),
+    (["a/b", "ping"], "node id 'a/b': " + ONLY),
+    (["", "ping"], "node id '': expected 1 to 32 characters"),
+    (["n" * 33, "ping"], "node id '%s': expected 1 to 32 characters" % ("n" * 33)),
+    (["cmd-01", "ping", "--prefix", "city/+"], "prefix 'city/+': %s (--prefix)" % PREFIX_RULE),
+    (["--all", "ping", "--prefix", "#"], "prefix '#': %s (--prefix)" % PREFIX_RULE),
+    (["cmd-01", "ping", "--prefix", "a//b"], "prefix 'a//b': %s (--prefix)" % PREFIX_RULE),
+    (["cmd-01", "ping", "--prefix", ""], "prefix '': expected 1 to 64 characters (--prefix)"),
+    (["cmd-01", "ping", "--prefix", "a\x00b"],
+     "prefix 'a\\x00b': control characters and lone surrogates are not allowed (--prefix)"),
+])
+def test_cmd_refuses_a_node_id_or_prefix_no_node_can_have_before_connecting(args, msg):
+    with Listener() as fake:
+        r = cli("cmd", *args, "--broker", fake.address, "--timeout", 1)
+        assert r.exit_code == 2, r.output
+        assert r.stderr.strip() == "Error: " + msg and "Traceback" not in r.output, r.output
+        r = cli("cmd", *args, "--broker", fake.address, "--timeout", 1, "--json")
+        assert r.exit_code == 2 and json.loads(r.stdout) == {"ok": False, "error": msg, "exit": 2}
+        assert not fake.connected(), "the broker was contacted"
+
+
+def test_remote_send_checks_the_names_before_connecting():
+    with Listener() as fake:
+        b = remote.monitor.parse_broker(fake.address)
+        with pytest.raises(BadInput, match="node id 'a/#'"):
+            remote.send(b, "city", ["ok-1", "a/#"], "ping", timeout=1)
+        with pytest.raises(BadInput, match="prefix 'city/'"):
+            remote.send(b, "city/", None, "ping", timeout=1)
+        assert not fake.connected()
 
 
 def test_cmd_help_lists_actions_keys_and_examples():
