@@ -2,6 +2,8 @@
 MicroPython unix port): ping, set, --all, an offline node, a node that does not exist, a node in
 deep sleep that gets its command at its next wake; and the refusals made before anything is sent."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +13,8 @@ from citynode.cli import main
 from citynode.errors import BadInput
 from helpers import Listener, Sub, wait_for
 from nodeproc import VNode, sim_config
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "commands" / "cmd.md"
 
 
 def cli(*args):
@@ -55,6 +59,9 @@ def test_cmd_ping_and_set_are_answered(nodes, broker):
     # the node refuses a value its validator refuses: exit 1 with its reason
     r = cli("cmd", "cmd-01", "set", "interval_s=-3", "--broker", broker.address)
     assert r.exit_code == 1 and r.stdout.startswith("cmd-01: refused: interval_s"), r.output
+    # ... and docs/commands/cmd.md shows what the node says
+    shown = re.search(r"set interval_s=-3 .*\n(wl-demo-01: refused: .*?) +# exit 1\n", DOC.read_text()).group(1)
+    assert r.stdout.strip() == shown.replace("wl-demo-01", "cmd-01")
 
     r = cli("cmd", "cmd-01", "get-config", "--broker", broker.address, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["nodes"][0]["reply"]["interval_s"] == 5
