@@ -71,6 +71,13 @@ def test_example_inventory_validates_every_row():
     assert "3 nodes OK" in r.stdout
 
 
+def test_a_one_row_inventory_says_1_node(tmp_path):
+    csv = write_csv(tmp_path, GOOD)
+    r = cli(["config", "validate", csv, "--defaults", str(EXAMPLES / "site-defaults.json")],
+            env={"CITYNODE_WIFI_PASSWORD": "w", "CITYNODE_MQTT_PASSWORD": "m"})
+    assert r.exit_code == 0 and r.stdout.strip() == "%s: 1 node OK (wl-01)" % csv, r.output
+
+
 @pytest.mark.parametrize("row, problem", [
     ('wl-02,esp32-generic,x,,,water:ultrasonic:mount_height_cm=300,,,\n',
      "line 2 (wl-02): sensors[0].type: unknown sensor type 'ultrasonic'"),
@@ -162,7 +169,7 @@ def test_bad_input_is_refused_before_the_node_is_touched(tmp_path, node, case):
         want = "sensors[1].sda: GPIO21 is already used by sensors[0].trig"
     elif case == "missing_node":
         args = ["--inventory", write_csv(tmp_path, GOOD), "--node", "wl-99"] + defaults
-        want = "no row with node_id 'wl-99' (1 nodes: wl-01)"
+        want = "no row with node_id 'wl-99' (1 node: wl-01)"
     else:
         cfg = json.loads((EXAMPLES / "contract.json").read_text())
         del cfg["node_id"]

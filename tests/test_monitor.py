@@ -196,7 +196,7 @@ def test_cli_json_lines_and_table(broker):
                         "--once", "1"], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     assert "pm-02" in r.stdout and "online" in r.stdout and "0.3.1" in r.stdout
-    assert "1 nodes, 1 online" in r.stdout
+    assert "1 node, 1 online, 0 offline · 1 message · 0 lost, 0 duplicates, 0 late" in r.stdout
     node.loop_stop()
     node.disconnect()
 

@@ -32,6 +32,7 @@ import re
 
 from . import fw
 from .errors import CheckFailed, CitynodeError
+from .words import counted
 
 SECRET_ENV = (("wifi", "password", "CITYNODE_WIFI_PASSWORD"), ("mqtt", "password", "CITYNODE_MQTT_PASSWORD"))
 REQUIRED_COLUMNS = ("node_id", "board")
@@ -411,8 +412,8 @@ def from_inventory(path, node_id, defaults=None, env=None, skip_secrets=()):
     hits = [(line, r) for line, r in rows if r.get("node_id") == node_id]
     if not hits:
         known = [r.get("node_id") for _, r in rows if r.get("node_id")]
-        raise CheckFailed("%s: no row with node_id %r (%d nodes: %s)" % (
-            path, node_id, len(known), ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")))
+        raise CheckFailed("%s: no row with node_id %r (%s: %s)" % (
+            path, node_id, counted(len(known), "node"), ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")))
     if len(hits) > 1:
         raise CheckFailed("%s: node_id %r is on lines %s" % (path, node_id, ", ".join(str(h[0]) for h in hits)))
     cfg, where = _row(path, hits[0][0], hits[0][1], defaults, env)
