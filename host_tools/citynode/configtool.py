@@ -75,7 +75,7 @@ def load_json(path, what="config"):
         raise CheckFailed("%s: expected a JSON object, not %s" % (path, _JSON_KIND.get(type(doc), "that")))
     dup = _given_twice(doc, "", twice)
     if dup:
-        raise CheckFailed("%s: %s: the key is given twice (keep one)" % (path, dup))
+        raise CheckFailed("%s: %s: the key is given more than once (keep one)" % (path, dup))
     return doc
 
 
