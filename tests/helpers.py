@@ -16,6 +16,33 @@ def free_port():
         return s.getsockname()[1]
 
 
+class Listener:
+    """A port that listens and never answers, for a --broker that must not be contacted: a
+    client's connect completes in the kernel's backlog whether or not it is accepted, so
+    connected() tells afterwards, without waiting, whether anything tried."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+
+    def connected(self):
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return False
+        conn.close()
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
 def wait_for(pred, timeout=10.0, step=0.05, what="condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:

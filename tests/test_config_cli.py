@@ -71,6 +71,13 @@ def test_example_inventory_validates_every_row():
     assert "3 nodes OK" in r.stdout
 
 
+def test_a_one_row_inventory_says_1_node(tmp_path):
+    csv = write_csv(tmp_path, GOOD)
+    r = cli(["config", "validate", csv, "--defaults", str(EXAMPLES / "site-defaults.json")],
+            env={"CITYNODE_WIFI_PASSWORD": "w", "CITYNODE_MQTT_PASSWORD": "m"})
+    assert r.exit_code == 0 and r.stdout.strip() == "%s: 1 node OK (wl-01)" % csv, r.output
+
+
 @pytest.mark.parametrize("row, problem", [
     ('wl-02,esp32-generic,x,,,water:ultrasonic:mount_height_cm=300,,,\n',
      "line 2 (wl-02): sensors[0].type: unknown sensor type 'ultrasonic'"),
@@ -162,7 +169,7 @@ def test_bad_input_is_refused_before_the_node_is_touched(tmp_path, node, case):
         want = "sensors[1].sda: GPIO21 is already used by sensors[0].trig"
     elif case == "missing_node":
         args = ["--inventory", write_csv(tmp_path, GOOD), "--node", "wl-99"] + defaults
-        want = "no row with node_id 'wl-99' (1 nodes: wl-01)"
+        want = "no row with node_id 'wl-99' (1 node: wl-01)"
     else:
         cfg = json.loads((EXAMPLES / "contract.json").read_text())
         del cfg["node_id"]
@@ -175,6 +182,41 @@ def test_bad_input_is_refused_before_the_node_is_touched(tmp_path, node, case):
     assert node.wire["to_node"] == 0, "the node was written to"
     assert (node.flash / "config.json").read_text() == '{"keep": "me"}'
     assert sorted(p.name for p in node.flash.iterdir()) == ["config.json"]
+
+
+def _contract_text_with(key_twice):
+    """examples/contract.json's text with one key given a second time (JSON keeps the last)."""
+    text = (EXAMPLES / "contract.json").read_text()
+    if key_twice == "node_id":
+        return text.replace('"node_id": "wl-cikapundung-01",', '"node_id": "wl-cikapundung-01", "node_id": "wl-x",', 1)
+    return text.replace('"name": "water",', '"name": "water", "name": "w2",', 1)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("[1, 2]", "expected a JSON object, not an array"),
+    ("null", "expected a JSON object, not null"),
+    ('"hello"', "expected a JSON object, not a string"),
+    ("7", "expected a JSON object, not a number"),
+    (_contract_text_with("node_id"), "node_id: the key is given more than once (keep one)"),
+    (_contract_text_with("sensors"), "sensors[0].name: the key is given more than once (keep one)"),
+])
+def test_a_file_that_is_not_one_object_with_each_key_once_is_refused_everywhere(tmp_path, node, text, want):
+    (node.flash / "config.json").write_text('{"keep": "me"}')
+    p = tmp_path / "c.json"
+    p.write_text(text)
+    want = "%s: %s" % (p, want)
+    env = {"CITYNODE_WIFI_PASSWORD": "w", "CITYNODE_MQTT_PASSWORD": "m"}
+    port = ["--port", node.port]
+    for args in (["config", "validate", str(p)],
+                 ["config", "push", str(p)] + port,
+                 ["config", "diff", str(p)] + port,
+                 ["config", "validate", write_csv(tmp_path, GOOD), "--defaults", str(p)],
+                 ["config", "push", "--inventory", write_csv(tmp_path, GOOD), "--node", "wl-01", "--defaults", str(p)] + port):
+        assert one_error(cli(args, env=env)) == want, args
+        r = cli(args + ["--json"], env=env)
+        assert r.exit_code == 1 and json.loads(r.stdout) == {"ok": False, "error": want, "exit": 1}, args
+    assert node.wire["to_node"] == 0, "the node was written to"
+    assert (node.flash / "config.json").read_text() == '{"keep": "me"}'
 
 
 def test_push_arguments():

@@ -218,6 +218,24 @@ def test_calibrate_water_stores_offset(sim, broker):
     assert r.exit_code == 2 and "'air' is a bme280, not a water sensor" in r.output
 
 
+def test_calibrate_water_refuses_a_reference_outside_the_bed_to_the_sensor(sim, broker):
+    node = sim()     # mount_height_cm 300: a gauge can show 0 (the bed) up to 300 cm
+    before = (node.flash / "config.json").read_text()
+    for ref in (400, -5, 300.5, "nan"):
+        r = cli("calibrate", "water", "--port", node.port, "--reference-cm", ref, "--samples", 3)
+        assert r.exit_code == 1, r.output
+        assert r.stderr.strip() == ("Error: water: reference %g cm is outside 0..300 cm (the channel bed up to the "
+                                    "sensor, its mount_height_cm): nothing stored (--reference-cm)" % float(ref)), r.output
+        assert (node.flash / "config.json").read_text() == before
+    r = cli("--json", "calibrate", "water", "--port", node.port, "--reference-cm", 400, "--samples", 3)
+    assert r.exit_code == 1 and json.loads(r.stdout)["exit"] == 1 and "reference 400 cm" in json.loads(r.stdout)["error"]
+    assert (node.flash / "config.json").read_text() == before
+    assert not list(node.flash.glob("*.tmp"))
+    # the bounds themselves are levels a gauge can show
+    r = cli("--json", "calibrate", "water", "--port", node.port, "--reference-cm", 300, "--samples", 3)
+    assert r.exit_code == 0 and json.loads(r.stdout)["offset_cm"]["after"] > 0, r.output
+
+
 def test_calibrate_gas_r0_and_drift_refusal(sim, broker):
     node = sim()
     r = cli("--json", "calibrate", "gas", "--port", node.port, "--minutes", 0.05)

@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from citynode import monitor
 from citynode.cli import main
-from helpers import free_port, wait_for
+from helpers import Listener, free_port, wait_for
 
 CITYNODE = str(Path(sys.executable).with_name("citynode"))
 
@@ -196,7 +196,7 @@ def test_cli_json_lines_and_table(broker):
                         "--once", "1"], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     assert "pm-02" in r.stdout and "online" in r.stdout and "0.3.1" in r.stdout
-    assert "1 nodes, 1 online" in r.stdout
+    assert "1 node, 1 online, 0 offline · 1 message · 0 lost, 0 duplicates, 0 late" in r.stdout
     node.loop_stop()
     node.disconnect()
 
@@ -230,6 +230,21 @@ def test_unreachable_broker_exit_3():
     r = CliRunner().invoke(main, ["monitor", "--broker", "127.0.0.1:%d" % port, "--once", "1"])
     assert r.exit_code == 3
     assert r.output.strip() == "Error: broker 127.0.0.1:%d could not be reached: Connection refused" % port
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--prefix", "city/#"], "prefix 'city/#': a topic prefix takes a-z, 0-9, - _ and inner / (--prefix)"),
+    (["--prefix", "+"], "prefix '+': a topic prefix takes a-z, 0-9, - _ and inner / (--prefix)"),
+    (["--prefix", ""], "prefix '': expected 1 to 64 characters (--prefix)"),
+    (["--share", "a/b"], "share group 'a/b': expected a name without / + # or NUL (--share)"),
+    (["--share", "#"], "share group '#': expected a name without / + # or NUL (--share)"),
+    (["--share", ""], "share group '': expected a name without / + # or NUL (--share)"),
+])
+def test_a_prefix_or_share_group_with_wildcards_is_refused_before_connecting(args, msg):
+    with Listener() as fake:
+        r = CliRunner().invoke(main, ["monitor", "--broker", fake.address, "--once", "1"] + args)
+        assert r.exit_code == 2 and r.stderr.strip() == "Error: " + msg, r.output
+        assert not fake.connected(), "the broker was contacted"
 
 
 def test_broker_going_away_is_survived(broker):

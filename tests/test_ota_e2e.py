@@ -9,11 +9,14 @@ import sys
 import threading
 
 import pytest
+from click.testing import CliRunner
 
-from helpers import Gate, Sub, wait_for
+from helpers import Gate, Listener, Sub, wait_for
 from nodeproc import ROOT, VNode, sim_config
 
 from citynode import __version__, deploy, ota
+from citynode.cli import main
+from citynode.errors import BadInput
 from citynode.sim import SimNode
 
 OLD = __version__          # what the virtual nodes run before an update
@@ -100,6 +103,20 @@ def one_module_changed(tree):
     with open(tree / "firmware/node.py", "a") as f:
         f.write("\n_CHANGED = 1\n")
     return tree
+
+
+def test_a_node_id_or_prefix_no_node_can_have_is_refused_before_connecting(tmp_path):
+    junk = tmp_path / "junk.cnota"
+    junk.write_bytes(b"not a bundle")     # the names are checked first: a usage error, exit 2
+    with Listener() as fake:
+        for args, msg in ((["wl-01", "wl/+"], "node id 'wl/+': only a-z, 0-9 and - are allowed"),
+                          (["--all", "--prefix", "city/#"],
+                           "prefix 'city/#': a topic prefix takes a-z, 0-9, - _ and inner / (--prefix)")):
+            r = CliRunner().invoke(main, ["ota", "push", *args, "--broker", fake.address, "--bundle", str(junk)])
+            assert r.exit_code == 2 and r.stderr.strip() == "Error: " + msg, r.output
+        with pytest.raises(BadInput, match="node id 'BAD ID'"):
+            ota.push(["BAD ID"], fake.address, str(junk))
+        assert not fake.connected(), "the broker was contacted"
 
 
 def test_bad_bundles_are_refused_with_a_reason_and_the_old_version_runs_on(broker, tmp_path, keys):

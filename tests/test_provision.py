@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from citynode.sim import loader as simloader
 from citynode.sim import rom as simrom
-from citynode.cli import main
+from citynode.cli import main, views
 from citynode.sim import install_firmware
 from helpers import free_port
 from test_field import firmware_tree
@@ -101,7 +101,7 @@ def test_provision_refuses_before_touching_a_port(tmp_path, broker):
     assert "fleet.csv line 3 (prov-02): sensors[0].mount_height_cm: out of range 5..2000" in r.output
     inv.write_text(INVENTORY)
     r = CliRunner().invoke(main, ["provision", "--inventory", str(inv), "--ports", ghost, "--broker", broker.address])
-    assert r.exit_code == 2 and "1 ports for 3 nodes" in r.output
+    assert r.exit_code == 2 and "1 port for 3 nodes" in r.output
     port = free_port()
     r = CliRunner().invoke(main, ["provision", "--inventory", str(inv), "--ports", ghost, "--nodes", "prov-03",
                                   "--skip-flash", "--broker", "127.0.0.1:%d" % port])
@@ -131,3 +131,9 @@ def test_provision_port_failure_does_not_stop_the_others(tmp_path, broker):
         assert "[prov-03 %s] test: PASS" % nodes[0][0] in r.stderr
     finally:
         stop(proc)
+
+
+def test_the_provisioning_table_counts_one_node_in_the_singular():
+    row = {"node_id": "prov-01", "port": "/dev/ttyUSB0", "steps": {}, "result": "PASS", "seconds": 1.0, "reason": None}
+    assert views.provision([row]).title == "provisioning: 1 node, 1 passed, 0 failed"
+    assert views.provision([row, dict(row, result="FAIL")]).title == "provisioning: 2 nodes, 1 passed, 1 failed"

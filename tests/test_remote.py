@@ -2,13 +2,19 @@
 MicroPython unix port): ping, set, --all, an offline node, a node that does not exist, a node in
 deep sleep that gets its command at its next wake; and the refusals made before anything is sent."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from citynode import remote
 from citynode.cli import main
-from helpers import Sub, wait_for
+from citynode.errors import BadInput
+from helpers import Listener, Sub, wait_for
 from nodeproc import VNode, sim_config
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "commands" / "cmd.md"
 
 
 def cli(*args):
@@ -53,6 +59,9 @@ def test_cmd_ping_and_set_are_answered(nodes, broker):
     # the node refuses a value its validator refuses: exit 1 with its reason
     r = cli("cmd", "cmd-01", "set", "interval_s=-3", "--broker", broker.address)
     assert r.exit_code == 1 and r.stdout.startswith("cmd-01: refused: interval_s"), r.output
+    # ... and docs/commands/cmd.md shows what the node says
+    shown = re.search(r"set interval_s=-3 .*\n(wl-demo-01: refused: .*?) +# exit 1\n", DOC.read_text()).group(1)
+    assert r.stdout.strip() == shown.replace("wl-demo-01", "cmd-01")
 
     r = cli("cmd", "cmd-01", "get-config", "--broker", broker.address, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["nodes"][0]["reply"]["interval_s"] == 5
@@ -90,6 +99,44 @@ def test_cmd_all_tabulates_and_unreached_nodes_exit_3(nodes, broker):
 def test_cmd_usage_errors_send_nothing(args, msg):
     r = cli("cmd", *args, "--broker", "127.0.0.1:1")
     assert r.exit_code == 2 and msg in r.output, r.output
+
+
+ONLY = "only a-z, 0-9 and - are allowed"
+PREFIX_RULE = "a topic prefix takes a-z, 0-9, - _ and inner /"
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["+", "ping"], "node id '+': " + ONLY),
+    (["#", "ping"], "node id '#': " + ONLY),
+    (["BAD ID", "ping"], "node id 'BAD ID': " + ONLY),
+    (["a/b", "ping"], "node id 'a/b': " + ONLY),
+    (["", "ping"], "node id '': expected 1 to 32 characters"),
+    (["n" * 33, "ping"], "node id '%s': expected 1 to 32 characters" % ("n" * 33)),
+    (["cmd-01", "ping", "--prefix", "city/+"], "prefix 'city/+': %s (--prefix)" % PREFIX_RULE),
+    (["--all", "ping", "--prefix", "#"], "prefix '#': %s (--prefix)" % PREFIX_RULE),
+    (["cmd-01", "ping", "--prefix", "a//b"], "prefix 'a//b': %s (--prefix)" % PREFIX_RULE),
+    (["cmd-01", "ping", "--prefix", ""], "prefix '': expected 1 to 64 characters (--prefix)"),
+    (["cmd-01", "ping", "--prefix", "a\x00b"],
+     "prefix 'a\\x00b': control characters and lone surrogates are not allowed (--prefix)"),
+])
+def test_cmd_refuses_a_node_id_or_prefix_no_node_can_have_before_connecting(args, msg):
+    with Listener() as fake:
+        r = cli("cmd", *args, "--broker", fake.address, "--timeout", 1)
+        assert r.exit_code == 2, r.output
+        assert r.stderr.strip() == "Error: " + msg and "Traceback" not in r.output, r.output
+        r = cli("cmd", *args, "--broker", fake.address, "--timeout", 1, "--json")
+        assert r.exit_code == 2 and json.loads(r.stdout) == {"ok": False, "error": msg, "exit": 2}
+        assert not fake.connected(), "the broker was contacted"
+
+
+def test_remote_send_checks_the_names_before_connecting():
+    with Listener() as fake:
+        b = remote.monitor.parse_broker(fake.address)
+        with pytest.raises(BadInput, match="node id 'a/#'"):
+            remote.send(b, "city", ["ok-1", "a/#"], "ping", timeout=1)
+        with pytest.raises(BadInput, match="prefix 'city/'"):
+            remote.send(b, "city/", None, "ping", timeout=1)
+        assert not fake.connected()
 
 
 def test_cmd_help_lists_actions_keys_and_examples():

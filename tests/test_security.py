@@ -150,6 +150,10 @@ def test_broker_cli_makes_the_files_prints_no_secret_and_keeps_credentials(tmp_p
     r4 = CliRunner().invoke(main, ["broker", "init", "--secrets", str(s), "--host", "10.1.2.3"])
     assert r4.exit_code == 0 and (s / "ca.crt").read_bytes() == ca
     assert json.loads((s / "operator.json").read_text())["password"] == secrets[0]
+    # a node added to the inventory gets one new credential, counted in the singular
+    inv.write_text(INVENTORY + "sec-c,sim,third\n")
+    r5 = CliRunner().invoke(main, ["broker", "config", "--inventory", str(inv), "--secrets", str(s), "--out", str(o)])
+    assert r5.exit_code == 0 and "broker config for 3 nodes (1 new credential)" in r5.stdout, r5.output
 
 
 def test_our_hash_is_mosquitto_passwds_hash(tmp_path):

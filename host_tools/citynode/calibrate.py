@@ -91,12 +91,22 @@ def offset_for(reference_cm, mount_height_cm, distance_cm):
     return round(reference_cm - (mount_height_cm - distance_cm), 1)
 
 
+def _check_reference(name, reference_cm, mount_height_cm):
+    """The level a gauge shows lies between the channel bed (0) and the sensor above it: an offset
+    made from any other reference would only make the node report that impossible level."""
+    if not 0 <= reference_cm <= mount_height_cm:     # NaN fails too
+        raise CheckFailed("%s: reference %g cm is outside 0..%g cm (the channel bed up to the sensor, "
+                          "its mount_height_cm): nothing stored" % (name, reference_cm, mount_height_cm),
+                          param="reference_cm")
+
+
 def water(port, reference_cm, samples=7, sensor=None, max_spread_cm=2.0, inventory=None):
     sess = _session(port)
     with sess as dev:
         raw, cfg = _config(dev)
         conf = pick(cfg, sensor, WATER_TYPES, "water")
         name = conf["name"]
+        _check_reference(name, reference_cm, conf["mount_height_cm"])
         got = fieldtest.probe(dev, samples, [name], wifi=False)["sensors"][name]
         _failed_reads(name, got, samples)
         ds = got["values"]["distance_cm"]

@@ -32,6 +32,7 @@ import re
 
 from . import fw
 from .errors import CheckFailed, CitynodeError
+from .words import counted
 
 SECRET_ENV = (("wifi", "password", "CITYNODE_WIFI_PASSWORD"), ("mqtt", "password", "CITYNODE_MQTT_PASSWORD"))
 REQUIRED_COLUMNS = ("node_id", "board")
@@ -43,14 +44,56 @@ PATH = "config.json"
 
 # --- files on the host -----------------------------------------------------------------------
 
+_JSON_KIND = {list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number",
+              type(None): "null"}
+
+
 def load_json(path, what="config"):
+    """A config or defaults file as a dict. Refused in one line: a file that cannot be read, is
+    not JSON, holds something other than an object, or gives a key twice (JSON would keep the
+    last; a crew that typed node_id twice meant one of them, and we cannot tell which)."""
+    twice = {}    # id(object) -> the first key it was given twice
+    made = []     # every object, kept alive so that no id is reused by a later one
+
+    def pairs(kv):
+        d = {}
+        made.append(d)
+        for k, v in kv:
+            if k in d and id(d) not in twice:
+                twice[id(d)] = k
+            d[k] = v
+        return d
+
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            doc = json.load(f, object_pairs_hook=pairs)
     except OSError as e:
         raise CheckFailed("%s: %s" % (path, e.strerror or e))
     except ValueError as e:
         raise CheckFailed("%s: not valid JSON (%s)" % (path, e))
+    if not isinstance(doc, dict):
+        raise CheckFailed("%s: expected a JSON object, not %s" % (path, _JSON_KIND.get(type(doc), "that")))
+    dup = _given_twice(doc, "", twice)
+    if dup:
+        raise CheckFailed("%s: %s: the key is given more than once (keep one)" % (path, dup))
+    return doc
+
+
+def _given_twice(v, path, twice):
+    """The dotted/indexed path of the first key given twice in `v`, or None."""
+    if isinstance(v, dict):
+        if id(v) in twice:
+            return "%s.%s" % (path, twice[id(v)]) if path else twice[id(v)]
+        items = [("%s.%s" % (path, k) if path else k, x) for k, x in v.items()]
+    elif isinstance(v, list):
+        items = [("%s[%d]" % (path, i), x) for i, x in enumerate(v)]
+    else:
+        return None
+    for p, x in items:
+        found = _given_twice(x, p, twice)
+        if found:
+            return found
+    return None
 
 
 def check(cfg, where=""):
@@ -369,8 +412,8 @@ def from_inventory(path, node_id, defaults=None, env=None, skip_secrets=()):
     hits = [(line, r) for line, r in rows if r.get("node_id") == node_id]
     if not hits:
         known = [r.get("node_id") for _, r in rows if r.get("node_id")]
-        raise CheckFailed("%s: no row with node_id %r (%d nodes: %s)" % (
-            path, node_id, len(known), ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")))
+        raise CheckFailed("%s: no row with node_id %r (%s: %s)" % (
+            path, node_id, counted(len(known), "node"), ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")))
     if len(hits) > 1:
         raise CheckFailed("%s: node_id %r is on lines %s" % (path, node_id, ", ".join(str(h[0]) for h in hits)))
     cfg, where = _row(path, hits[0][0], hits[0][1], defaults, env)

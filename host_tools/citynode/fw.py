@@ -69,6 +69,21 @@ def board(name):
     return json.loads(p.read_text())
 
 
+def name_problem(key, value):
+    """Why `value` cannot be a node's `key` ("node_id", "mqtt.prefix"), by the firmware's own rule
+    for that field (its kind and bounds in config.py's schema); None when a node could have it."""
+    *outer, last = key.split(".")
+    fields = config._TOP
+    for k in outer:
+        fields = next(f[1] for f in fields if f[0] == k)
+    _, kind, _, lo, hi = next(f for f in fields if f[0] == last)
+    try:
+        config._V({}).field(key, kind, value, lo, hi)
+    except ConfigError as e:
+        return str(e)[len(key) + 2:]
+    return None
+
+
 def validate(cfg):
     """Validate a config dict the way the node will; returns it with defaults filled."""
     if not isinstance(cfg, dict):

@@ -444,6 +444,22 @@ def elsewhere(broker, prefix):
         prefix, broker, ", ".join("%s/ (%d)" % kv for kv in sorted(found.items())))
 
 
+def check_names(prefix, node_ids=(), share=None):
+    """BadInput unless `prefix` and `node_ids` are names a node can have (the firmware's own rules,
+    docs/contract.md "Names") and `share` is a group name MQTT allows. Checked before connecting:
+    a wildcard or an empty level would subscribe to, or publish on, topics no node uses."""
+    from . import fw
+    why = fw.name_problem("mqtt.prefix", prefix)
+    if why:
+        raise BadInput("prefix %r: %s" % (prefix, why), param="prefix")
+    for n in node_ids:
+        why = fw.name_problem("node_id", n)
+        if why:
+            raise BadInput("node id %r: %s" % (n, why))
+    if share is not None and (not share or any(c in share for c in "/+#\0")):
+        raise BadInput("share group %r: expected a name without / + # or NUL" % share, param="share")
+
+
 def topics(prefix, share=None):
     """Subscriptions for a monitor. With a shared subscription the broker hands each message to
     one member of the group, so telemetry and events are shared; status stays a plain
@@ -459,6 +475,7 @@ class Watch:
     message (the --json printer); the lock guards the Fleet against the table renderer."""
 
     def __init__(self, broker, prefix="city", share=None, emit=None, fleet=None):
+        check_names(prefix, share=share)
         self.broker, self.prefix, self.share = broker, prefix, share
         self.fleet = fleet or Fleet(prefix)
         self.emit = emit

@@ -503,6 +503,8 @@ def push(nodes, broker, bundle_path, prefix="city", user=None, password=None, tl
     once. progress(node, event) is called from each node's thread; setting the `cancel` Event
     abandons every transfer (the nodes keep what they hold, for the next push to resume).
     Returns {node: Result}."""
+    from . import monitor
+    monitor.check_names(prefix, nodes or ())
     b = bundle_path if isinstance(bundle_path, Bundle) else Bundle.read(bundle_path)
     cancel = cancel or threading.Event()
     br, pushes, threads = None, [], []

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import configtool, deploy, fieldtest, flash, fw, monitor, transport
 from .errors import BadInput, CitynodeError
+from .words import counted
 
 STEPS = ("flash", "deploy", "config", "test")
 
@@ -35,8 +36,8 @@ def plan(inventory, ports, nodes=None, defaults=None, secrets=None):
     else:
         chosen = configs
     if len(ports) != len(chosen):
-        raise CitynodeError("%d ports for %d nodes: give one port per node, or pick the nodes"
-                            % (len(ports), len(chosen)), 2, param="nodes")
+        raise CitynodeError("%s for %s: give one port per node, or pick the nodes"
+                            % (counted(len(ports), "port"), counted(len(chosen), "node")), 2, param="nodes")
     if len(set(ports)) != len(ports):
         raise BadInput("a port is listed twice", param="ports")
     out = []

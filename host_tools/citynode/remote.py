@@ -99,6 +99,7 @@ class _Session:
 def send(broker, prefix, node_ids, name, args=None, timeout=10.0):
     """Send command `name` (a NAMES key or value) to each node; one row per node, in order."""
     cmd = NAMES.get(name, name)
+    monitor.check_names(prefix, node_ids or ())
     s = _Session(broker, prefix, node_ids)
     try:
         s.settle()

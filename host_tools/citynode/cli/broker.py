@@ -4,6 +4,7 @@ import json
 import click
 
 from .base import json_option
+from ..words import counted
 
 
 @click.group("broker")
@@ -59,8 +60,8 @@ def broker_config(obj, inventory, secrets_dir, out, listen, client_certs, defaul
     if obj.json:
         click.echo(json.dumps(r))
         return
-    click.echo("%s: broker config for %d nodes (%d new credentials), TLS on %s%s"
-               % (r["out"], r["nodes"], len(r["new_credentials"]), r["listen"],
+    click.echo("%s: broker config for %s (%s), TLS on %s%s"
+               % (r["out"], counted(r["nodes"], "node"), counted(len(r["new_credentials"]), "new credential"), r["listen"],
                   ", client certificates required" if client_certs else ""))
     click.echo("run: mosquitto -c %s" % r["conf"])
 

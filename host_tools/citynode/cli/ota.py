@@ -112,9 +112,10 @@ def push(obj, nodes, all_, broker, prefix, bundle_path, allow_downgrade, user, p
     \b
     Example:
       citynode ota push --all --broker broker.local --bundle fw-0.5.0.bundle"""
-    from .. import ota as lib
+    from .. import monitor, ota as lib
     if bool(nodes) == bool(all_):
         raise click.UsageError("name the nodes, or give --all")
+    monitor.check_names(prefix, nodes)   # a usage error before the bundle's checks
     b = lib.Bundle.read(bundle_path)
     with _Bars(nodes, obj.json) as bars:
         results = lib.push(None if all_ else list(nodes), broker, b, prefix, user, password,

@@ -7,6 +7,7 @@ import time
 import click
 
 from ..errors import CheckFailed, CitynodeError
+from ..words import counted
 from .base import common, json_option, node_port, print_json, src_option
 
 TIMEOUT = click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
@@ -151,7 +152,7 @@ def config_validate(obj, file, defaults):
         d = configtool.load_json(defaults, "defaults") if defaults else None
         rows = configtool.inventory_configs(file, d)
         _emit(obj, {"ok": True, "file": file, "nodes": [n for n, _ in rows]},
-              "%s: %d nodes OK (%s)" % (file, len(rows), ", ".join(n for n, _ in rows)))
+              "%s: %s OK (%s)" % (file, counted(len(rows), "node"), ", ".join(n for n, _ in rows)))
         return
     cfg = configtool.load_json(file)
     configtool.check(configtool.apply_secrets(cfg))
@@ -283,8 +284,6 @@ def config_diff(obj, file, no_reset, timeout):
       citynode config diff node.json --port /dev/ttyUSB0"""
     from .. import configtool
     new = configtool.apply_secrets(configtool.load_json(file))
-    if not isinstance(new, dict):
-        raise CheckFailed("%s: not a JSON object" % file)
     with _device(obj, timeout) as dev:
         old = configtool.node_config(dev)
         dev.leave() if no_reset else dev.soft_reset()

@@ -12,6 +12,7 @@ import time
 from .. import fieldtest
 from .. import monitor as monitorlib
 from .. import provision as provisionlib
+from ..words import counted
 
 
 def _running(r):
@@ -58,7 +59,7 @@ def provision(rows):
     from rich.table import Table
 
     bad = sum(1 for r in rows if r["result"] != "PASS")
-    t = Table(title="provisioning: %d nodes, %d passed, %d failed" % (len(rows), len(rows) - bad, bad))
+    t = Table(title="provisioning: %s, %d passed, %d failed" % (counted(len(rows), "node"), len(rows) - bad, bad))
     for c in ("node", "port") + provisionlib.STEPS + ("result", "s", "reason"):
         t.add_column(c, overflow="fold")
     for r in rows:
@@ -144,8 +145,9 @@ def fleet_table(rows, totals, broker=None, share=None, connected=True):
 
 
 def _caption(totals, connected):
-    s = ("%(nodes)d nodes, %(online)d online, %(offline)d offline · %(messages)d messages · "
-         "%(lost)d lost, %(dups)d duplicates, %(late)d late" % totals)
+    s = ("%s, %d online, %d offline · %s · %d lost, %s, %d late"
+         % (counted(totals["nodes"], "node"), totals["online"], totals["offline"], counted(totals["messages"], "message"),
+            totals["lost"], counted(totals["dups"], "duplicate"), totals["late"]))
     return s if connected else s + " · broker connection lost, reconnecting"
 
 
