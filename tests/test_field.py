@@ -322,7 +322,7 @@ def test_field_test_closes_its_broker_client_when_the_restart_fails(monkeypatch)
     class Dev:
         t = None
 
-        def __init__(self, port, timeout):
+        def __init__(self, port, timeout, held=None):
             pass
 
         def open(self):

@@ -297,3 +297,19 @@ def test_ctrl_c_in_an_ota_push_says_what_the_node_runs(tmp_path, broker, keys, m
                          30, what="the new version committed")
     finally:
         node.kill()
+
+
+def test_a_second_ctrl_c_waits_while_the_nodes_are_put_back():
+    # Provision's workers put their nodes back one after another, each clearing "busy" when it
+    # is done: a second Ctrl-C then must not cut the others short (they would get no line).
+    transport.clear_interrupt()
+    old = signal.signal(signal.SIGINT, transport.on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)        # the first: on its way out
+        assert transport.interrupted()
+        os.kill(os.getpid(), signal.SIGINT)            # the second: waits, no KeyboardInterrupt
+        assert transport.interrupted()
+    finally:
+        signal.signal(signal.SIGINT, old)
+        transport.clear_interrupt()

@@ -321,6 +321,7 @@ def deploy(dev, dry_run=False, reset=True, source=False, progress=None, root=Non
     import time
     t0 = time.monotonic()
     dev.holds("firmware", UNCHANGED)
+    dev.runs = None     # until the scan: whether it has firmware to run (compiling may take seconds)
     guess = None if source or _needs_arch(root) else build(HOST_ABI, root=root)
     src = sources(root)
     keep_boot = "boot.py" not in src

@@ -402,8 +402,8 @@ class _Push:
             return "%s handed over: the node boots it on trial and rolls back to %s by itself if it does not " \
                    "come up" % (new, old)
         if self.whole:
-            return "still runs %s; %s sent whole: the node checks it and switches to it by itself, or refuses " \
-                   "it (the next push finishes or says why)" % (old, new)
+            return "still runs %s; every byte of %s sent, not yet confirmed: if all arrived the node checks it and " \
+                   "switches to it by itself, or refuses it (the next push finishes or says why)" % (old, new)
         if self.acked is None:
             return "still runs %s; %s offered, nothing held yet" % (old, new)
         return "still runs %s; %s partly sent (at least %s of %s B held): the next push resumes" % (

@@ -130,7 +130,8 @@ def _one(port, node_id, cfg, files, opts, log):
                 pass
         if dev.t is None and dev.held and transport.interrupted():
             # flashed, stopped before the deploy opened the port: the flasher's reset set it going
-            transport.report_interrupt(port, dev.state, "node running (reset after the flash)")
+            transport.report_interrupt(port, dev.state, "MicroPython running, no firmware yet (the flash was erased)"
+                                       if opts["erase"] else "node running (reset after the flash)")
         dev.close()
     if usb_ok:
         step("test", do_test)

@@ -30,7 +30,9 @@ _INT = {"hit": False, "busy": False, "deferred": False, "reports": []}
 
 
 def on_sigint(signum, frame):
-    if _INT["busy"]:            # putting a node back, or a step that must finish whole
+    # putting a node back, a step that must finish whole, or a Ctrl-C already on its way out:
+    # another one waits, so that every node is put back and said (each bounded by its timeout)
+    if _INT["busy"] or _INT["hit"]:
         _INT["deferred"] = True
         return
     _INT["hit"] = True
@@ -141,7 +143,7 @@ class Device:
         # Temporary files a write has put on the node and not yet renamed into place: an interrupt
         # removes them.
         self.leftovers = set()
-        self.runs = True    # False while the node has no firmware to run (deploy finds out)
+        self.runs = True    # False while the node has no firmware to run, None while unknown (deploy)
 
     @property
     def state(self):
@@ -278,6 +280,7 @@ class Device:
             _INT["busy"] = False
             _INT["deferred"] = False
         left = "the node did not answer: reset it (citynode reset, or its EN button)" if not ok else \
+            "node soft-reset" if self.runs is None else \
             "node back at work (soft reset)" if self.runs else "node soft-reset (nothing to run yet)"
         _INT["reports"].append((self.port, self.state, left))
 

@@ -115,7 +115,8 @@ def push(obj, nodes, all_, broker, prefix, bundle_path, allow_downgrade, user, p
     from .. import monitor, ota as lib
     if bool(nodes) == bool(all_):
         raise click.UsageError("name the nodes, or give --all")
-    monitor.check_names(prefix, nodes)   # a usage error before the bundle's checks
+    # a usage error before the bundle's checks (ota.push checks again, for library callers)
+    monitor.check_names(prefix, nodes)
     b = lib.Bundle.read(bundle_path)
     with _Bars(nodes, obj.json) as bars:
         results = lib.push(None if all_ else list(nodes), broker, b, prefix, user, password,
