@@ -199,6 +199,7 @@ def _contract_text_with(key_twice):
     ("7", "expected a JSON object, not a number"),
     (_contract_text_with("node_id"), "node_id: the key is given more than once (keep one)"),
     (_contract_text_with("sensors"), "sensors[0].name: the key is given more than once (keep one)"),
+    ("[" * 100000 + "]" * 100000, "not valid JSON (nested too deeply)"),
 ])
 def test_a_file_that_is_not_one_object_with_each_key_once_is_refused_everywhere(tmp_path, node, text, want):
     (node.flash / "config.json").write_text('{"keep": "me"}')

@@ -71,6 +71,8 @@ def load_json(path, what="config"):
         raise CheckFailed("%s: %s" % (path, e.strerror or e))
     except ValueError as e:
         raise CheckFailed("%s: not valid JSON (%s)" % (path, e))
+    except RecursionError:
+        raise CheckFailed("%s: not valid JSON (nested too deeply)" % path)
     if not isinstance(doc, dict):
         raise CheckFailed("%s: expected a JSON object, not %s" % (path, _JSON_KIND.get(type(doc), "that")))
     dup = _given_twice(doc, "", twice)

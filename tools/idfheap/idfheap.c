@@ -10,6 +10,7 @@
 #include "py/gc.h"
 
 #define MAX_AREAS (8)
+#define MAX_BUDGET (64L * 1024 * 1024)   // far more than any ESP32's ESP-IDF heap; a long is 32 bits here
 
 static long idf_left = -1;   // bytes the emulated ESP-IDF heap can still give; -1: not read yet
 static struct { void *p; size_t n; } areas[MAX_AREAS];
@@ -18,11 +19,11 @@ static long left(void) {
     if (idf_left < 0) {
         const char *s = getenv("CITYNODE_IDF_HEAP");
         char *end = NULL;
-        long v = s ? strtol(s, &end, 10) : 0;
+        long long v = s ? strtoll(s, &end, 10) : 0;
         if (s && end && (*end == 'k' || *end == 'K')) {
-            v *= 1024;
+            v = v > MAX_BUDGET ? MAX_BUDGET : v * 1024;
         }
-        idf_left = v > 0 ? v : 0;
+        idf_left = v <= 0 ? 0 : v > MAX_BUDGET ? MAX_BUDGET : (long)v;
     }
     return idf_left;
 }

@@ -55,8 +55,9 @@ def sim(obj, flash, broker, config, scenario, serial, baud, nodes, heapsize, idf
     if idf_heap:
         from .. import vesp32
         from ..sim.bootstrap import micropython
-        if not re.fullmatch(r"\d+[kK]?", idf_heap):
-            raise click.BadParameter("expected a size such as 64k", param_hint="--idf-heap")
+        m = re.fullmatch(r"(\d{1,9})([kK]?)", idf_heap)
+        if not m or int(m.group(1)) * (1024 if m.group(2) else 1) > 4 << 20:
+            raise click.BadParameter("expected a size such as 64k, at most 4096k", param_hint="--idf-heap")
         if vesp32.default_heap(micropython()) is None:
             raise click.BadParameter("only the virtual ESP32 grows its heap (CITYNODE_MICROPYTHON="
                                      "build/esp32-unix/micropython-plain, after make esp32-unix)",

