@@ -113,16 +113,8 @@ def main():
         rom, fs, img = romfs_cost(d)
         r64, err64 = run(d, b, "64k", 1000)
         r, smallest = r64, (64 if r64 else None)
-        if r is None:
-            lo, hi = 64, 256  # lo fails; bisect to 4 KB for the smallest heap that runs 20 cycles
-            if run(d, b, "%dk" % hi, 20)[0]:
-                while hi - lo > 4:
-                    mid = (lo + hi) // 2 // 4 * 4
-                    if run(d, b, "%dk" % mid, 20)[0]:
-                        hi = mid
-                    else:
-                        lo = mid
-                smallest = hi
+        if r is None:   # 64 KB fails: the smallest heap that runs 20 cycles
+            smallest = bisect_kb(64, 256, lambda kb: run(d, b, "%dk" % kb, 20)[0])
             # At the bare minimum a long run can still fail on fragmentation: 16 KB of margin.
             r = run(d, b, "%dk" % (smallest + 16), 1000)[0] if smallest else None
         # The live data: a collection after every KB allocated, the heap in use sampled after
@@ -220,17 +212,23 @@ def clean(r):
     return bool(r) and not r["errors"] and r["undelivered"] == 0 and r.get("commands_ok") == r.get("commands")
 
 
-def smallest_heap(d, b, exe, cycles=SHORT_CYCLES, lo=16, hi=256):
-    """The smallest heap in KB, to 4 KB, that runs `cycles` clean cycles; None if hi does not."""
-    if not clean(run(d, b, "%dk" % hi, cycles, exe=exe)[0]):
+def bisect_kb(lo, hi, ok):
+    """The smallest KB in (lo, hi], to 4 KB, for which ok(kb) holds (lo taken to fail); None if
+    ok(hi) does not."""
+    if not ok(hi):
         return None
     while hi - lo > 4:
         mid = (lo + hi) // 2 // 4 * 4
-        if clean(run(d, b, "%dk" % mid, cycles, exe=exe)[0]):
+        if ok(mid):
             hi = mid
         else:
             lo = mid
     return hi
+
+
+def smallest_heap(d, b, exe, cycles=SHORT_CYCLES, lo=16, hi=256):
+    """The smallest heap in KB, to 4 KB, that runs `cycles` clean cycles; None if hi does not."""
+    return bisect_kb(lo, hi, lambda kb: clean(run(d, b, "%dk" % kb, cycles, exe=exe)[0]))
 
 
 def module_costs(d, exe):
